@@ -43,7 +43,7 @@ def test_checkpoint_carries_config_and_recipe():
     info = checkpoint_info()
     assert info["model_cfg"] == json.loads(json.dumps(MICROCLIP_CFG))
     assert PreprocessCfg.from_dict(info["preprocess_cfg"]) == BACKBONES["micro-clip"].preprocess
-    assert info["pretrain_cfg"] == asdict(PretrainCfg())  # shipped weights = the notebook's default recipe
+    assert info["pretrain_cfg"] == json.loads(json.dumps(asdict(PretrainCfg())))  # shipped weights = the notebook's default recipe
     assert json.loads(checkpoint_path().with_suffix(".json").read_text())["model_cfg"] == info["model_cfg"]
 
 

@@ -190,7 +190,9 @@ def n_trainable(det:nn.Module) -> int:
 # %% ../../nbs/10_lntuning.ipynb #feca2916
 from ..data import ClipAugment
 
-def reference_augment() -> ClipAugment:
-    "The reference's training augmentations as a `ClipAugment` (blur and JPEG always on)."
+def reference_augment(res:int=256) -> ClipAugment:
+    "The reference's training augmentations as a `ClipAugment` for `res`-pixel frames (blur and JPEG always on)."
+    check(res > 0, f"res must be a positive number of pixels, got {res}")
+    k = res / 256                                   # the reference blurs 256 px faces
     return ClipAugment(flip=0.5, crop=0.9, crop_p=1.0, colour=0.1, colour_p=1.0,
-                       jpeg=(40, 100), jpeg_p=1.0, blur=(0.1, 2.0), blur_p=1.0)
+                       jpeg=(40, 100), jpeg_p=1.0, blur=(0.1 * k, 2.0 * k), blur_p=1.0)
