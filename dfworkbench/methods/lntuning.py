@@ -115,7 +115,7 @@ class LNTuningConfig(Config):
     PRESETS: ClassVar[dict] = {
         "faithful": dict(backbone="ViT-L-14", pretrained="openai"),
         "unal": dict(backbone="ViT-L-14", pretrained="openai", w_align=0.1, w_unif=0.5),
-        "tiny": dict(backbone="micro-clip", pretrained="lab", lr=3e-3, lr_min=3e-4, batch_size=32, epochs=4),
+        "tiny": dict(backbone="micro-clip", pretrained="lab", lr=1e-2, lr_min=1e-3, batch_size=32, epochs=8),
     }
 
     def __post_init__(self):
