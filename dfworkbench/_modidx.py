@@ -572,6 +572,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'dfworkbench.microclip.same_captions': ('microclip.html#same_captions', 'dfworkbench/microclip.py'),
                                        'dfworkbench.microclip.save_microclip': ( 'microclip.html#save_microclip',
                                                                                  'dfworkbench/microclip.py'),
+                                       'dfworkbench.microclip.scaled_logreg': ('microclip.html#scaled_logreg', 'dfworkbench/microclip.py'),
                                        'dfworkbench.microclip.state_for_saving': ( 'microclip.html#state_for_saving',
                                                                                    'dfworkbench/microclip.py'),
                                        'dfworkbench.microclip.text_embeddings': ( 'microclip.html#text_embeddings',

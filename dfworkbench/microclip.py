@@ -26,7 +26,7 @@ __all__ = ['CHECKPOINT', 'CAPTION_FAMILIES', 'REGION_NAMES', 'DEGRADATIONS', 'ZS
            'checkpoint_path', 'microclip_tokenizer', 'caption_parts', 'compose', 'random_caption', 'family_caption',
            'part_region', 'degrade', 'quality_phrase', 'degrade_region', 'clip_loss', 'same_captions', 'PretrainCfg',
            'pretrain_data', 'lr_at', 'patch_dropout', 'pretrain', 'caption_vocab', 'state_for_saving', 'save_microclip',
-           'checkpoint_info', 'image_embeddings', 'text_embeddings', 'balanced_accuracy', 'zero_shot',
+           'checkpoint_info', 'image_embeddings', 'text_embeddings', 'balanced_accuracy', 'scaled_logreg', 'zero_shot',
            'attribute_probe', 'cls_attention', 'clip_features', 'fit_probe']
 
 # %% ../nbs/05_microclip.ipynb #9316d602
@@ -217,12 +217,13 @@ def pretrain(cfg:PretrainCfg=PretrainCfg(),
     clip, tok, rng = m.clip.train(), microclip_tokenizer(), np.random.default_rng(cfg.seed)
     X, attrs = pretrain_data(cfg, m.preprocess_cfg)
     opt, hist, t0 = _optimizer(clip, cfg), [], time.time()
+    w = np.ones(len(CAPTION_FAMILIES)) if cfg.single_weights is None else np.asarray(cfg.single_weights, float)
+    p_fam = w / w.sum()                                                # topic probabilities of one-family batches
     with patch_dropout(clip.visual, cfg.patch_dropout):
         for step in range(cfg.steps):
             for grp in opt.param_groups: grp["lr"] = lr_at(step, cfg)
             idx = rng.choice(len(X), cfg.batch, replace=False)
-            w = np.ones(len(CAPTION_FAMILIES)) if cfg.single_weights is None else np.asarray(cfg.single_weights, float)
-            fam = CAPTION_FAMILIES[rng.choice(len(w), p=w / w.sum())] if rng.random() < cfg.p_single else None
+            fam = CAPTION_FAMILIES[rng.choice(len(p_fam), p=p_fam)] if rng.random() < cfg.p_single else None
             caps = [family_caption(attrs[i], fam) if fam else random_caption(attrs[i], rng, cfg.p_full, cfg.p_quality) for i in idx]
             img, txt, scale = clip(X[idx].to(device), tok(caps).to(device))[:3]  # normalised [B, E], [B, E]; exp(logit_scale)
             loss = clip_loss(img, txt, scale, same_captions(caps, device))
@@ -300,8 +301,16 @@ def text_embeddings(m:HookedViT, prompts) -> torch.Tensor:
 
 # %% ../nbs/05_microclip.ipynb #db97d5fc
 def balanced_accuracy(y:np.ndarray, pred:np.ndarray) -> float:
-    "Mean per-class recall over the classes present in `y` (chance: 1 / number of classes)."
-    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+    "Mean per-class recall over the classes present in `y` (chance: 1 / number of classes); scikit-learn's."
+    from sklearn.metrics import balanced_accuracy_score
+    return float(balanced_accuracy_score(y, pred))
+
+def scaled_logreg(C:float, **kw):
+    "Standardise, then logistic regression with inverse regularisation `C` (scikit-learn pipeline; `kw` to LogisticRegression)."
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, **kw))
 
 def zero_shot(m:HookedViT, img:torch.Tensor, attrs:list, family:str) -> dict:
     "Zero-shot prediction of attribute `family` from image embeddings `img` [N, E]: balanced accuracy, chance, labels."
@@ -314,11 +323,8 @@ def zero_shot(m:HookedViT, img:torch.Tensor, attrs:list, family:str) -> dict:
 # %% ../nbs/05_microclip.ipynb #74ce1f04
 def attribute_probe(f_tr:np.ndarray, attrs_tr:list, f_te:np.ndarray, attrs_te:list, family:str, C:float=0.1) -> float:
     "Balanced accuracy on `attrs_te` of a class-balanced logistic regression from features [N, D] to attribute `family`."
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.linear_model import LogisticRegression
     y_tr, y_te = (np.array([a[family] for a in at]) for at in (attrs_tr, attrs_te))
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, class_weight="balanced")).fit(f_tr, y_tr)
+    clf = scaled_logreg(C, max_iter=3000, class_weight="balanced").fit(f_tr, y_tr)
     return balanced_accuracy(y_te, clf.predict(f_te))
 
 # %% ../nbs/05_microclip.ipynb #cb7f0dca
@@ -345,9 +351,6 @@ def clip_features(m:HookedViT, frames:np.ndarray, every:int=8, batch:int=256) ->
 # %% ../nbs/05_microclip.ipynb #c182768e
 def fit_probe(f_tr:np.ndarray, y_tr:np.ndarray, f_val:np.ndarray, y_val:np.ndarray, Cs=(0.01, 0.1, 1.0, 10.0)):
     "Standardise + logistic regression, C chosen by validation AUROC; returns (probe, C)."
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.linear_model import LogisticRegression
-    fits = {C: make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000)).fit(f_tr, y_tr) for C in Cs}
+    fits = {C: scaled_logreg(C, max_iter=5000).fit(f_tr, y_tr) for C in Cs}
     best = max(Cs, key=lambda C: auroc(y_val, fits[C].predict_proba(f_val)[:, 1]))
     return fits[best], best
