@@ -19,7 +19,7 @@ from ..learner import Detector, DetectorOutput, LearnerConfig, LossOutput
 
 # %% auto #0
 __all__ = ['VARIANTS', 'slerp', 'slerp_augment', 'alignment_loss', 'uniformity_loss', 'LinearNormHead', 'LoRA', 'add_lora',
-           'LNTuningConfig', 'LNTuningDetector', 'n_trainable', 'reference_augment']
+           'LNTuningConfig', 'FeatureCache', 'LNTuningDetector', 'n_trainable', 'reference_augment']
 
 # %% ../../nbs/10_lntuning.ipynb #68c24a42
 def slerp(a:torch.Tensor, b:torch.Tensor, t:torch.Tensor, eps:float=1e-7) -> torch.Tensor:
@@ -112,10 +112,11 @@ class LNTuningConfig(Config):
     lr_min: float = 5e-5              # cosine floor (the schedule barely decays)
     batch_size: int = 128             # frames per step
     epochs: int = 10                  # passes over the training split
+    feature_cache: int = 0            # linear probe only: frames whose frozen features are kept (0 = off)
     PRESETS: ClassVar[dict] = {
         "faithful": dict(backbone="ViT-L-14", pretrained="openai"),
         "unal": dict(backbone="ViT-L-14", pretrained="openai", w_align=0.1, w_unif=0.5),
-        "tiny": dict(backbone="micro-clip", pretrained="lab", lr=1e-2, lr_min=1e-3, batch_size=32, epochs=8),
+        "tiny": dict(backbone="micro-clip", pretrained="lab", lr=3e-2, lr_min=3e-3, batch_size=32, epochs=8),
     }
 
     def __post_init__(self):
@@ -124,12 +125,44 @@ class LNTuningConfig(Config):
         check(0 <= lo <= hi <= 1, f"slerp_range must satisfy 0 <= t0 <= t1 <= 1, got {self.slerp_range}")
         check(min(self.w_ce, self.w_align, self.w_unif) >= 0, "loss weights must be >= 0")
         check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        check(self.feature_cache >= 0, f"feature_cache must be a number of frames >= 0, got {self.feature_cache}")
+        check(not self.feature_cache or self.variant == "linear_probe",
+              f"feature_cache needs a frozen backbone, but variant {self.variant!r} trains it: use variant='linear_probe' or feature_cache=0")
 
     def learner_config(self, **kw) -> LearnerConfig:
         "The `LearnerConfig` of this recipe (AdamW, cosine to lr_min per step, no warm-up, no clipping)."
         return LearnerConfig(**{**dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, lr_min=self.lr_min,
                                        schedule="cosine", warmup_steps=0, optimizer="adamw", weight_decay=0.0,
                                        grad_clip=None), **kw})
+
+# %% ../../nbs/10_lntuning.ipynb #e9668ec7
+import hashlib
+from collections import OrderedDict
+
+class FeatureCache:
+    "Features of a frozen model by frame content: at most `size` frames, least recently used dropped first."
+    def __init__(self, size:int):
+        check(size > 0, f"FeatureCache size must be a positive number of frames, got {size}")
+        self.size, self.store, self.hits, self.misses = size, OrderedDict(), 0, 0
+
+    @staticmethod
+    def key(frame:torch.Tensor) -> bytes:
+        "A 16-byte digest of one frame's pixels and shape."
+        return hashlib.blake2b(frame.numpy().tobytes() + str(tuple(frame.shape)).encode(), digest_size=16).digest()
+
+    def __call__(self, encode, frames:torch.Tensor) -> torch.Tensor:
+        "`encode`'s features [N, D] of `frames` [N, ...], running `encode` once on the frames not cached."
+        keys = [self.key(f) for f in frames.detach().cpu().contiguous()]
+        got = {}
+        for i, k in enumerate(keys):
+            if k in self.store: got[i] = self.store[k]; self.store.move_to_end(k)
+        miss = [i for i in range(len(keys)) if i not in got]
+        self.hits, self.misses = self.hits + len(got), self.misses + len(miss)
+        if miss:
+            with torch.no_grad(): new = encode(frames[miss]).float()
+            for i, z in zip(miss, new): got[i] = self.store[keys[i]] = z
+            while len(self.store) > self.size: self.store.popitem(last=False)
+        return torch.stack([got[i] for i in range(len(keys))]).to(frames.device)
 
 # %% ../../nbs/10_lntuning.ipynb #963d4e05
 class LNTuningDetector(Detector):
@@ -140,6 +173,7 @@ class LNTuningDetector(Detector):
         self.backbone = backbone if backbone is not None else load_backbone(cfg.backbone, cfg.pretrained, device=device)
         self.head = LinearNormHead(self.backbone.d_model, normalize=cfg.normalize).to(next(self.backbone.parameters()).device)
         self.lora_params = add_lora(self.backbone.visual, cfg.lora_rank, cfg.lora_alpha) if cfg.variant == "lora" else []
+        self.feature_cache = FeatureCache(cfg.feature_cache) if cfg.feature_cache else None
         self.backbone.requires_grad_(False)
         for p in self.trainable_parameters(): p.requires_grad_(True)
 
@@ -156,7 +190,9 @@ from fastcore.basics import patch
 @patch
 def features(self:LNTuningDetector, frames:torch.Tensor) -> torch.Tensor:
     "CLS token after ln_post, before the projection: [B, T, D] for clips [B, T, 3, H, W]."
-    return self.backbone.encode_image(frames, proj=False)
+    if self.feature_cache is None: return self.backbone.encode_image(frames, proj=False)
+    z = self.feature_cache(lambda x: self.backbone.encode_image(x, proj=False), frames.flatten(0, 1))  # [B*T, D]
+    return z.view(*frames.shape[:2], -1)
 
 @patch
 def forward(self:LNTuningDetector, batch) -> DetectorOutput:
