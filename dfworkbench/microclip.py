@@ -22,12 +22,12 @@ from .lab import EYE_COLOURS, HAIR_COLOURS, SKIN_TONES, caption, jpeg, random_fa
 from .metrics import auroc
 
 # %% auto #0
-__all__ = ['CHECKPOINT', 'CAPTION_FAMILIES', 'REGION_NAMES', 'DEGRADATIONS', 'ZS_FAMILIES', 'ZS_ASSERTED', 'HELDOUT_SUITES',
-           'checkpoint_path', 'microclip_tokenizer', 'caption_parts', 'compose', 'random_caption', 'family_caption',
-           'part_region', 'degrade', 'quality_phrase', 'degrade_region', 'clip_loss', 'same_captions', 'PretrainCfg',
-           'pretrain_data', 'lr_at', 'patch_dropout', 'pretrain', 'caption_vocab', 'state_for_saving', 'save_microclip',
-           'checkpoint_info', 'image_embeddings', 'text_embeddings', 'balanced_accuracy', 'scaled_logreg', 'zero_shot',
-           'attribute_probe', 'cls_attention', 'clip_features', 'fit_probe']
+__all__ = ['CHECKPOINT', 'TRAIT_PHRASES', 'CAPTION_FAMILIES', 'REGION_NAMES', 'DEGRADATIONS', 'ZS_FAMILIES', 'ZS_ASSERTED',
+           'HELDOUT_SUITES', 'checkpoint_path', 'microclip_tokenizer', 'caption_parts', 'compose', 'random_caption',
+           'family_caption', 'part_region', 'degrade', 'quality_phrase', 'degrade_region', 'clip_loss', 'same_captions',
+           'PretrainCfg', 'pretrain_data', 'lr_at', 'patch_dropout', 'pretrain', 'caption_vocab', 'state_for_saving',
+           'save_microclip', 'checkpoint_info', 'image_embeddings', 'text_embeddings', 'balanced_accuracy',
+           'scaled_logreg', 'zero_shot', 'attribute_probe', 'cls_attention', 'clip_features', 'fit_probe']
 
 # %% ../nbs/05_microclip.ipynb #9316d602
 CHECKPOINT = BACKBONES["micro-clip"].tags["lab"]  # where the pretrained weights live, relative to data_dir()
@@ -41,11 +41,13 @@ def microclip_tokenizer():
     return open_clip.get_tokenizer("", context_length=MICROCLIP_CFG["text_cfg"]["context_length"])
 
 # %% ../nbs/05_microclip.ipynb #cd51d710
+TRAIT_PHRASES = {"skin_tone": "{} skin", "hair_colour": "{} hair", "hair_length": "{} hair", "eye_colour": "{} eyes",
+                 "face_shape": "a {} face"}  # trait -> phrase, in caption order
+
 def caption_parts(a:dict) -> dict:
     "Phrases naming the attributes `a` (from `lab.describe`), grouped by where they go in a caption."
     return dict(expression=a["expression"],
-                traits=[f"{a['skin_tone']} skin", f"{a['hair_colour']} hair", f"{a['hair_length']} hair", f"{a['eye_colour']} eyes",
-                        f"a {a['face_shape']} face"] + (["glasses"] if a["glasses"] else []),
+                traits=[p.format(a[k]) for k, p in TRAIT_PHRASES.items()] + (["glasses"] if a["glasses"] else []),
                 clauses=[a["pose"], a["lighting"], "talking" if a["mouth_open"] > 0.3 else "with a closed mouth"]
                         + ([a["quality"]] if a.get("quality") else []))
 
@@ -78,9 +80,7 @@ def family_caption(a:dict, family:str) -> str:
     if family == "expression": return compose(a["expression"])
     if family in ("pose", "lighting"): return compose(clauses=[a[family]])
     if family == "glasses": return compose(traits=["glasses"] if a["glasses"] else [])
-    return compose(traits=[{"skin_tone": f"{a['skin_tone']} skin", "hair_colour": f"{a['hair_colour']} hair",
-                            "hair_length": f"{a['hair_length']} hair", "eye_colour": f"{a['eye_colour']} eyes",
-                            "face_shape": f"a {a['face_shape']} face"}[family]])
+    return compose(traits=[TRAIT_PHRASES[family].format(a[family])])
 
 # %% ../nbs/05_microclip.ipynb #2d9f318f
 REGION_NAMES = {"mouth": "mouth", "eyes": "eyes", "inner": "inner face", "face": "face"}  # region -> caption words
