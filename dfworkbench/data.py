@@ -15,8 +15,28 @@ from torch.utils.data import Dataset, DataLoader
 from .core import check, PreprocessCfg, seed_worker, make_generator
 
 # %% auto #0
-__all__ = ['SAMPLINGS', 'ClipRecord', 'ClipBatch', 'frame_indices', 'ClipAugment', 'augment_clip', 'to_model_input',
-           'resize_maps', 'ClipDataset', 'FrameDataset', 'ClipCollate', 'make_loader']
+__all__ = ['PARTS', 'PART_COLOURS', 'SAMPLINGS', 'colour_parts', 'jpeg', 'ClipRecord', 'ClipBatch', 'frame_indices',
+           'ClipAugment', 'augment_clip', 'to_model_input', 'resize_maps', 'ClipDataset', 'FrameDataset', 'ClipCollate',
+           'make_loader']
+
+# %% ../nbs/02_data.ipynb #30f8787b
+PARTS = ("background", "skin", "eyes", "nose", "lips", "brows", "hair")  # part ids 0..6 of every part map
+PART_COLOURS = np.array([[20, 20, 20], [230, 180, 150], [40, 90, 230], [60, 200, 80],
+                         [220, 40, 60], [240, 210, 40], [120, 70, 30]], np.uint8)  # display colour per part id
+
+def colour_parts(parts:np.ndarray) -> np.ndarray:
+    "RGB picture uint8 [..., 3] of a part map [...] for display."
+    return PART_COLOURS[np.asarray(parts)]
+
+# %% ../nbs/02_data.ipynb #e67e0370
+def jpeg(frames:np.ndarray, quality:int|None) -> np.ndarray:
+    "JPEG round trip of uint8 RGB frames [..., H, W, 3] at `quality` (None: unchanged)."
+    import cv2
+    if quality is None: return frames
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = np.stack([cv2.imdecode(cv2.imencode(".jpg", f[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])[1], cv2.IMREAD_COLOR)[:, :, ::-1]
+                    for f in flat])
+    return out.reshape(frames.shape)
 
 # %% ../nbs/02_data.ipynb #a6fdaf22
 @dataclass
@@ -25,7 +45,7 @@ class ClipRecord:
     frames: np.ndarray               # uint8 [T, H, W, 3], RGB
     label: int                       # 0 real, 1 fake
     video_id: str                    # clips of one video share it
-    parts: np.ndarray | None = None  # uint8 [T, H, W], ids of lab.PARTS
+    parts: np.ndarray | None = None  # uint8 [T, H, W], ids of PARTS
     manip: np.ndarray | None = None  # float32 [T, H, W] in [0, 1]: where the frame was manipulated
     meta: dict = field(default_factory=dict)  # source, family, split, frame_idx, attributes...
 
@@ -109,7 +129,6 @@ class ClipAugment:
 def _augment_frame(f, p, m, a):
     "Apply one parameter draw `a` to a frame [H,W,3] uint8, its parts [H,W] and mask [H,W] (each may be None)."
     import cv2
-    from dfworkbench.lab import jpeg
     H, W = f.shape[:2]
     if a["flip"]: f, p, m = f[:, ::-1], None if p is None else p[:, ::-1], None if m is None else m[:, ::-1]
     s, y0, x0 = a["crop"]

@@ -222,7 +222,7 @@ def align_face(frame:np.ndarray, lms:np.ndarray, preset="lntuning") -> tuple[np.
     return crop, transform_points(lms, M).astype(np.float32), M.astype(np.float32)
 
 # %% ../nbs/03_faces.ipynb #0765676a
-from .lab import PARTS, PART_COLOURS  # ("background", "skin", "eyes", "nose", "lips", "brows", "hair"): ids 0..6
+from .data import PARTS, PART_COLOURS  # ("background", "skin", "eyes", "nose", "lips", "brows", "hair"): ids 0..6
 
 RINGS = {  # closed contours, ordered, from MediaPipe's FaceLandmarksConnections
     "face_oval": (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,

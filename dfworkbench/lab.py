@@ -14,25 +14,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import DFWError, check, cache_dir, atomic_write, file_lock
+from .data import PARTS, PART_COLOURS, ClipRecord, colour_parts, jpeg
 
 # %% auto #0
-__all__ = ['PARTS', 'PART_COLOURS', 'SKIN_TONES', 'HAIR_COLOURS', 'EYE_COLOURS', 'REGIONS', 'INNER_KEYS', 'EXPR_KEYS',
-           'MOUTH_KEYS', 'FAMILIES', 'TRAIN_FAMILIES', 'SUITES', 'SIZES', 'LAB_VERSION', 'colour_parts',
-           'sample_identity', 'sample_scene', 'sample_motion', 'make_spec', 'frame_params', 'stack_params',
-           'face_coords', 'render_frames', 'check_res', 'render_clips', 'camera_noise', 'region_mask', 'render_real',
-           'faceswap', 'reenact', 'lipsync', 'gan', 'sbi', 'family_params', 'manipulate', 'show_families', 'describe',
-           'caption', 'random_faces', 'jpeg', 'Suite', 'make_suite', 'suite_path', 'save_suite', 'read_suite',
-           'load_suite', 'suite_identities', 'browser_view', 'browse', 'colour_stats', 'tiny_cnn', 'train_frame_cnn',
-           'video_scores']
-
-# %% ../nbs/01_lab.ipynb #83ea5216
-PARTS = ("background", "skin", "eyes", "nose", "lips", "brows", "hair")  # part ids 0..6 of every part map
-PART_COLOURS = np.array([[20, 20, 20], [230, 180, 150], [40, 90, 230], [60, 200, 80],
-                         [220, 40, 60], [240, 210, 40], [120, 70, 30]], np.uint8)  # display colour per part id
-
-def colour_parts(parts:np.ndarray) -> np.ndarray:
-    "RGB picture uint8 [..., 3] of a part map [...] for display."
-    return PART_COLOURS[np.asarray(parts)]
+__all__ = ['SKIN_TONES', 'HAIR_COLOURS', 'EYE_COLOURS', 'REGIONS', 'INNER_KEYS', 'EXPR_KEYS', 'MOUTH_KEYS', 'FAMILIES',
+           'TRAIN_FAMILIES', 'SUITES', 'SIZES', 'LAB_VERSION', 'sample_identity', 'sample_scene', 'sample_motion',
+           'make_spec', 'frame_params', 'stack_params', 'face_coords', 'render_frames', 'check_res', 'render_clips',
+           'camera_noise', 'region_mask', 'render_real', 'faceswap', 'reenact', 'lipsync', 'gan', 'sbi',
+           'family_params', 'manipulate', 'show_families', 'describe', 'caption', 'random_faces', 'Suite', 'make_suite',
+           'suite_path', 'save_suite', 'read_suite', 'load_suite', 'suite_identities', 'browser_view', 'browse',
+           'colour_stats', 'tiny_cnn', 'train_frame_cnn', 'video_scores']
 
 # %% ../nbs/01_lab.ipynb #8bcc51e5
 SKIN_TONES = {"light": (0.93, 0.78, 0.68), "fair": (0.87, 0.69, 0.56), "medium": (0.76, 0.57, 0.42),
@@ -525,15 +516,6 @@ SIZES = {"smoke": dict(train=24, val=8, test=16, heldout=16),      # identities 
          "tutorial": dict(train=96, val=24, test=48, heldout=48),
          "full": dict(train=360, val=70, test=140, heldout=140)}
 
-def jpeg(frames:np.ndarray, quality:int|None) -> np.ndarray:
-    "JPEG round trip of uint8 RGB frames [..., H, W, 3] at `quality` (None: unchanged)."
-    import cv2
-    if quality is None: return frames
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    out = np.stack([cv2.imdecode(cv2.imencode(".jpg", f[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])[1], cv2.IMREAD_COLOR)[:, :, ::-1]
-                    for f in flat])
-    return out.reshape(frames.shape)
-
 # %% ../nbs/01_lab.ipynb #e605a60d
 @dataclass
 class Suite:
@@ -566,7 +548,6 @@ class Suite:
 
     def record(self, i:int, frames=None):
         "Clip `i` as a `ClipRecord`, optionally only the frame indices `frames`."
-        from dfworkbench.data import ClipRecord
         check(-len(self) <= i < len(self), f"clip index {i} out of range for suite {self.name!r} of {len(self)} clips")
         fi = np.arange(self.n_frames) if frames is None else np.asarray(frames)
         check(fi.size == 0 or (fi.min() >= 0 and fi.max() < self.n_frames),

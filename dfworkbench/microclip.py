@@ -18,7 +18,8 @@ from open_clip.transformer import PatchDropout
 from .core import (check, atomic_write, atomic_write_json, data_dir, seed_everything, PreprocessCfg)
 from .backbone import BACKBONES, MICROCLIP_CFG, HookedViT, load_backbone
 from .data import to_model_input
-from .lab import EYE_COLOURS, HAIR_COLOURS, SKIN_TONES, caption, jpeg, random_faces
+from .data import jpeg
+from .lab import EYE_COLOURS, HAIR_COLOURS, SKIN_TONES, caption, random_faces
 from .metrics import auroc
 
 # %% auto #0
@@ -87,7 +88,7 @@ REGION_NAMES = {"mouth": "mouth", "eyes": "eyes", "inner": "inner face", "face":
 DEGRADATIONS = ("blurry", "low-resolution", "compressed", "grid", "airbrushed", "grainy")  # local edits named in captions
 
 def part_region(parts:np.ndarray, region:str, rng:np.random.Generator) -> np.ndarray:
-    "Soft mask float32 [H, W] in [0, 1] of a face region of one part map [H, W] (`lab.PARTS` ids)."
+    "Soft mask float32 [H, W] in [0, 1] of a face region of one part map [H, W] (`PARTS` ids)."
     import cv2
     check(region in REGION_NAMES, f"unknown region {region!r}: choose one of {tuple(REGION_NAMES)}")
     H = parts.shape[0]; k = max(1, round(H / 32))
