@@ -137,9 +137,9 @@ def _embed(self:HookedViT, x:torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/04_backbone.ipynb #419ba9a1
 @patch
-def _attention(self:HookedViT, i:int, y:torch.Tensor, impl:str, keep:dict|None=None) -> torch.Tensor:
-    "Block `i`'s attention of normalised tokens `y` [N, L, D] with `impl` (fused | qkv | explicit)."
-    mha, h = self.visual.transformer.resblocks[i].attn, self.blocks[i].attn
+def _attention(self:HookedViT, i:int, y:torch.Tensor, impl:str, keep:dict|None=None, blk=None) -> torch.Tensor:
+    "Block `i`'s attention (or that of `blk`, a stand-in for it) of normalised tokens `y` [N, L, D] with `impl` (fused | qkv | explicit)."
+    mha, h = (blk or self.visual.transformer.resblocks[i]).attn, self.blocks[i].attn
     if impl == "fused": return mha(y, y, y, need_weights=False)[0]
     N, L, D = y.shape
     q, k, v = F.linear(y, mha.in_proj_weight, mha.in_proj_bias).view(N, L, 3, self.n_heads, self.d_head).unbind(2)
@@ -155,11 +155,11 @@ def _attention(self:HookedViT, i:int, y:torch.Tensor, impl:str, keep:dict|None=N
 
 # %% ../nbs/04_backbone.ipynb #0c3e1056
 @patch
-def _block(self:HookedViT, i:int, x:torch.Tensor, impl:str, keep:dict|None=None) -> torch.Tensor:
-    "Residual stream [N, L, D] through block `i`; fills `keep` with q, k, v, pattern, attn_out."
-    blk, h = self.visual.transformer.resblocks[i], self.blocks[i]
+def _block(self:HookedViT, i:int, x:torch.Tensor, impl:str, keep:dict|None=None, blk=None) -> torch.Tensor:
+    "Residual stream [N, L, D] through block `i` (or `blk`, a stand-in for it, e.g. a copy with adapters); fills `keep`."
+    blk, h = blk or self.visual.transformer.resblocks[i], self.blocks[i]
     x = h.hook_resid_pre(x)
-    a = h.hook_attn_out(blk.ls_1(self._attention(i, h.ln1.hook_normalized(blk.ln_1(x)), impl, keep)))
+    a = h.hook_attn_out(blk.ls_1(self._attention(i, h.ln1.hook_normalized(blk.ln_1(x)), impl, keep, blk)))
     x = h.hook_resid_mid(x + a)
     m = blk.mlp
     y = h.mlp.hook_post(m.gelu(h.mlp.hook_pre(m.c_fc(h.ln2.hook_normalized(blk.ln_2(x))))))
@@ -179,12 +179,21 @@ def _impl(self:HookedViT, i:int) -> str:
 
 # %% ../nbs/04_backbone.ipynb #f826de01
 @patch
-def forward_features(self:HookedViT, x:torch.Tensor) -> torch.Tensor:
-    "Final tokens after ln_post: [N, L, D] (or [B, T, L, D] for clips), CLS first."
+def forward_features(self:HookedViT, x:torch.Tensor, stop_at:int|None=None) -> torch.Tensor:
+    "Final tokens after ln_post: [N, L, D] (or [B, T, L, D] for clips), CLS first; with `stop_at=k`, the input of block k."
     x, lead = self._flat(x)
-    x = self._embed(x)
-    for i in range(self.n_layers): x = self._block(i, x, self._impl(i))
-    x = self.ln_post.hook_normalized(self.visual.ln_post(x))  # [N, L, D]
+    x = self.run_blocks(self._embed(x), 0, stop_at)          # [N, L, D]
+    return x.reshape(*lead, *x.shape[1:])
+
+@patch
+def run_blocks(self:HookedViT, tokens:torch.Tensor, start:int, stop:int|None=None, blocks:Sequence|None=None) -> torch.Tensor:
+    "Run residual-stream `tokens` [..., L, D] through blocks [start, stop) (`blocks`: stand-ins for them); ln_post if it ends the tower."
+    stop = self.n_layers if stop is None else stop
+    check(0 <= start <= stop <= self.n_layers, f"blocks [{start}, {stop}) are not within the {self.n_layers} blocks of {self.name or 'the backbone'}")
+    check(blocks is None or len(blocks) == stop - start, f"{len(blocks or [])} stand-in blocks given for blocks [{start}, {stop})")
+    lead = tokens.shape[:-2]; x = tokens.reshape(-1, *tokens.shape[-2:])   # [N, L, D]
+    for j, i in enumerate(range(start, stop)): x = self._block(i, x, self._impl(i), blk=None if blocks is None else blocks[j])
+    if stop == self.n_layers: x = self.ln_post.hook_normalized(self.visual.ln_post(x))
     return x.reshape(*lead, *x.shape[1:])
 
 @patch

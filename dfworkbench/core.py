@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PRESETS', 'OPENAI_MEAN', 'OPENAI_STD', 'RECORD_MIME', 'ASSETS', 'DFWError', 'check', 'check_preset', 'skip_flags',
-           'Config', 'RunConfig', 'get_device', 'autocast_dtype', 'autocast', 'seed_everything', 'seed_worker',
-           'make_generator', 'cache_dir', 'runs_dir', 'repo_root', 'data_dir', 'atomic_write', 'atomic_write_json',
-           'file_lock', 'PreprocessCfg', 'record', 'read_records', 'Asset', 'register_asset', 'AssetError',
-           'sha256_file', 'resolve_asset', 'asset_path_or_skip', 'asset_table']
+__all__ = ['PRESETS', 'DEVICE_NAMES', 'OPENAI_MEAN', 'OPENAI_STD', 'RECORD_MIME', 'ASSETS', 'DFWError', 'check', 'check_preset',
+           'skip_flags', 'Config', 'RunConfig', 'check_device_name', 'get_device', 'autocast_dtype', 'autocast',
+           'seed_everything', 'seed_worker', 'make_generator', 'cache_dir', 'runs_dir', 'repo_root', 'data_dir',
+           'atomic_write', 'atomic_write_json', 'file_lock', 'PreprocessCfg', 'record', 'read_records', 'Asset',
+           'register_asset', 'AssetError', 'sha256_file', 'resolve_asset', 'asset_path_or_skip', 'asset_table']
 
 # %% ../nbs/00_core.ipynb #bbaa3467
 class DFWError(ValueError):
@@ -87,9 +87,19 @@ class RunConfig(Config):
         check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
 
 # %% ../nbs/00_core.ipynb #feb95728
+import re
+DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+def check_device_name(device) -> str:
+    "Refuse a device name that is not auto, cpu, cuda, cuda:N or mps (whether it is present is `get_device`'s business)."
+    check(isinstance(device, torch.device) or isinstance(device, str) and DEVICE_NAMES.fullmatch(device) is not None,
+          f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
 def get_device(device:str|torch.device="auto") -> torch.device:
     "The torch device for `device` (`auto` = CUDA, then MPS, then CPU)."
     if isinstance(device, torch.device): return device
+    check_device_name(device)
     if device == "auto":
         if torch.cuda.is_available(): return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available(): return torch.device("mps")

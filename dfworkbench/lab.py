@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_lab.ipynb #2552c1d4
 from __future__ import annotations
-import contextlib, copy, inspect, json, math
+import contextlib, copy, inspect, json, math, warnings, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -628,7 +628,11 @@ def load_suite(name:str="ffpp", size:str="smoke", res:int=64, n_frames:int=16, s
     path = suite_path(name, size, res, n_frames, seed)
     if not cache: return make_suite(name, size, res, n_frames, seed)
     with file_lock(path):
-        if not path.exists(): save_suite(make_suite(name, size, res, n_frames, seed), path)
+        if path.exists():
+            try: return read_suite(path)
+            except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as e:     # a truncated or foreign file
+                warnings.warn(f"the cached suite {path} is corrupt ({type(e).__name__}: {str(e)[:120]}); rebuilding it")
+        save_suite(make_suite(name, size, res, n_frames, seed), path)
         return read_suite(path)
 
 # %% ../nbs/01_lab.ipynb #feeafac3

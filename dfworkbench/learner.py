@@ -16,58 +16,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from safetensors import safe_open
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import save as st_save
 
 from fastcore.basics import patch
 
-from .core import (Config, DFWError, atomic_write, atomic_write_json, autocast, check, get_device,
+from .core import (Config, DFWError, atomic_write, atomic_write_json, autocast, check, check_device_name, get_device,
                               make_generator, record, seed_everything, seed_worker)
 from .data import ClipBatch
+from .detector import (Detector, DetectorOutput, LossOutput, check_detector, detector_state,
+                                  frozen_children_eval, load_weights, read_safetensors, read_state, register_detector,
+                                  write_weights)
 from .metrics import SingleClassWarning, batch_rows, binary_metrics, video_table
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'DetectorOutput', 'LossOutput', 'Detector', 'check_detector', 'ToyClips', 'toy_clips', 'ToyDetector',
-           'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs', 'lr_at',
-           'LearnerConfig', 'ShardedBatchSampler', 'flatten_optimizer', 'unflatten_optimizer', 'get_rng_state',
-           'set_rng_state', 'architecture', 'check_architecture', 'write_checkpoint', 'read_checkpoint', 'check_labels',
-           'Learner', 'find_checkpoint', 'ProgressCB', 'CheckpointCB', 'EarlyStoppingCB', 'LogCB', 'RecordCB',
-           'default_callbacks']
-
-# %% ../nbs/06_learner.ipynb #fc100286
-@dataclass
-class DetectorOutput:
-    "What a detector's forward returns: two-class logits and whatever its loss or a map needs."
-    logits: torch.Tensor                          # [B, 2]; p_fake = softmax(logits)[:, 1]
-    extras: dict = field(default_factory=dict)    # e.g. features [B, D], frame_logits [B, T, 2]
-
-# %% ../nbs/06_learner.ipynb #cc4b3970
-@dataclass
-class LossOutput:
-    "What a detector's loss returns: the scalar to backpropagate and its named parts for the log."
-    total: torch.Tensor                           # scalar
-    parts: dict = field(default_factory=dict)     # name -> scalar tensor
-
-# %% ../nbs/06_learner.ipynb #92976542
-class Detector(nn.Module):
-    "Base of the detectors: `forward(batch) -> DetectorOutput`, cross-entropy `loss`, `trainable_parameters`."
-    def forward(self, batch) -> DetectorOutput: raise NotImplementedError
-
-    def loss(self, output:DetectorOutput, batch) -> LossOutput:
-        "Cross-entropy of the logits against `batch.label` (1 = fake)."
-        ce = F.cross_entropy(output.logits.float(), batch.label)
-        return LossOutput(ce, {"ce": ce.detach()})
-
-    def trainable_parameters(self) -> Iterable[nn.Parameter]:
-        "The parameters the optimiser updates (default: those that require grad)."
-        return [p for p in self.parameters() if p.requires_grad]
-
-# %% ../nbs/06_learner.ipynb #291ded6f
-def check_detector(det):
-    "Raise a `DFWError` unless `det` is an `nn.Module` with `forward`, `loss` and `trainable_parameters`."
-    check(isinstance(det, nn.Module), f"a detector must be a torch nn.Module, got {type(det).__name__}")
-    miss = [m for m in ("forward", "loss", "trainable_parameters") if not callable(getattr(det, m, None))]
-    check(not miss, f"{type(det).__name__} lacks {miss}: a detector needs forward(batch), loss(output, batch), trainable_parameters()")
-    return det
+__all__ = ['SCHEDULES', 'ToyClips', 'toy_clips', 'ToyConfig', 'ToyDetector', 'CancelFitException', 'CancelEpochException',
+           'CancelBatchException', 'Callback', 'run_cbs', 'lr_at', 'LearnerConfig', 'ShardedBatchSampler',
+           'flatten_optimizer', 'unflatten_optimizer', 'get_rng_state', 'set_rng_state', 'write_checkpoint',
+           'read_checkpoint', 'check_labels', 'Learner', 'split_batch', 'find_checkpoint', 'ProgressCB', 'CheckpointCB',
+           'EarlyStoppingCB', 'LogCB', 'RecordCB', 'ResetOptimizerCB', 'default_callbacks']
 
 # %% ../nbs/06_learner.ipynb #190ceb11
 class ToyClips(torch.utils.data.Dataset):
@@ -97,12 +63,21 @@ def toy_clips(n_videos:int=16, clips_per_video:int=2, frames:int=1, size:int=8, 
     return ToyClips(x, y, vids, meta)
 
 # %% ../nbs/06_learner.ipynb #6de4fa45
+@dataclass
+class ToyConfig(Config):
+    "The toy detector: width of its frozen projection and dropout before its head."
+    hidden: int = 8        # features of the frozen 'backbone'
+    dropout: float = 0.0   # dropout before the head (train mode only)
+
+@register_detector
 class ToyDetector(Detector):
     "A detector small enough for tests: a frozen random 'backbone' over mean colours and a trainable head."
-    def __init__(self, hidden:int=8, dropout:float=0.0):
+    config_class = ToyConfig
+    def __init__(self, hidden:int=8, dropout:float=0.0, config:ToyConfig|None=None):
         super().__init__()
-        self.backbone = nn.Sequential(nn.Linear(3, hidden), nn.Tanh())       # frozen stand-in for CLIP
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 2))
+        self.config = cfg = config or ToyConfig(hidden, dropout)
+        self.backbone = nn.Sequential(nn.Linear(3, cfg.hidden), nn.Tanh())       # frozen stand-in for CLIP
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 2))
         self.backbone.requires_grad_(False)
 
     def forward(self, batch) -> DetectorOutput:
@@ -142,13 +117,27 @@ def lr_at(step:int, total:int, lr:float, lr_min:float=0.0, warmup_steps:int=0, s
     if schedule == "linear": return lr_min + (lr - lr_min) * (1 - t)
     return lr_min + (lr - lr_min) * 0.5 * (1 + math.cos(math.pi * t))
 
+# %% ../nbs/06_learner.ipynb #62f7a230
+def _is_num(x) -> bool: return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+def _int(cfg, name:str, lo:int):
+    "Refuse a config field that is not an integer >= `lo`, naming it."
+    v = getattr(cfg, name)
+    check(isinstance(v, int) and not isinstance(v, bool) and v >= lo, f"{name} must be an integer >= {lo}, got {v!r}")
+
+def _num(cfg, name:str, lo:float, strict:bool=False):
+    "Refuse a config field that is not a finite number >= `lo` (> `lo` if `strict`), naming it."
+    v = getattr(cfg, name)
+    check(_is_num(v) and (v > lo if strict else v >= lo), f"{name} must be a finite number {'>' if strict else '>='} {lo}, got {v!r}")
+
 # %% ../nbs/06_learner.ipynb #82e51825
 @dataclass
 class LearnerConfig(Config):
     "How a detector is trained: length, optimiser, schedule, precision, checkpoints and selection."
     epochs: int = 1                   # passes over the training split
     max_steps: int|None = None        # stop after this many optimiser steps (None: epochs decide)
-    batch_size: int = 32              # global batch, split across processes
+    batch_size: int = 32              # global batch of one optimiser step, split across processes
+    accumulate: int = 1               # split each process's batch into this many micro-batches (gradient accumulation)
     lr: float = 1e-3                  # peak learning rate
     lr_min: float = 0.0               # floor of the linear/cosine decay
     warmup_steps: int = 0             # linear warm-up steps before the decay
@@ -173,15 +162,29 @@ class LearnerConfig(Config):
     progress: bool = True             # tqdm progress bar
     record_prefix: str|None = None    # emit records `<prefix>.<metric>` at the end of fit (papermill)
     find_unused_parameters: bool = False  # DDP: for detectors that skip trainable parameters in some steps
+    reset_optimizer: str = "never"    # never | epoch: fresh optimiser state at the start of each epoch
 
     def __post_init__(self):
-        check(self.epochs >= 1 and self.batch_size >= 1, f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-        check(self.max_steps is None or self.max_steps >= 1, f"max_steps must be None or >= 1, got {self.max_steps}")
-        check(self.lr > 0 and self.lr_min >= 0, f"lr must be > 0 and lr_min >= 0, got {self.lr}, {self.lr_min}")
+        _int(self, "epochs", 1); _int(self, "batch_size", 1); _int(self, "accumulate", 1); _int(self, "warmup_steps", 0)
+        _int(self, "checkpoint_every", 0); _int(self, "num_workers", 0); _int(self, "seed", 0)
+        if self.max_steps is not None: _int(self, "max_steps", 1)
+        if self.patience is not None: _int(self, "patience", 1)
+        _num(self, "lr", 0, strict=True); _num(self, "lr_min", 0); _num(self, "weight_decay", 0); _num(self, "min_delta", 0)
+        _num(self, "momentum", 0)
+        check(self.grad_clip is None or _is_num(self.grad_clip) and self.grad_clip >= 0,
+              f"grad_clip must be None, 0 (no clipping) or a positive norm, got {self.grad_clip!r}: a negative clip would flip the gradient")
+        b = self.betas
+        check(isinstance(b, (tuple, list)) and len(b) == 2 and all(_is_num(x) and 0 <= x < 1 for x in b),
+              f"betas must be two numbers in [0, 1), e.g. (0.9, 0.999), got {b!r}")
+        self.betas = tuple(b)
         check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}: use one of {SCHEDULES}")
         check(self.optimizer in ("adamw", "sgd"), f"unknown optimizer {self.optimizer!r}: use adamw or sgd")
         check(self.save_weights in ("all", "trainable"), f"save_weights must be all or trainable, got {self.save_weights!r}")
         check(self.monitor_mode in ("auto", "max", "min"), f"monitor_mode must be auto, max or min, got {self.monitor_mode!r}")
+        check(self.reset_optimizer in ("never", "epoch"), f"reset_optimizer must be never or epoch, got {self.reset_optimizer!r}")
+        check_device_name(self.device)
+        check(self.batch_size >= self.accumulate, f"batch_size {self.batch_size} cannot be split into accumulate={self.accumulate} micro-batches: "
+                                                  f"raise batch_size or lower accumulate")
 
     @property
     def mode(self) -> str:
@@ -260,60 +263,25 @@ def set_rng_state(tensors:dict, meta:dict):
     py = meta["python"]; random.setstate((py[0], tuple(py[1]), py[2]))
     n = meta["numpy"]; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
-# %% ../nbs/06_learner.ipynb #50c80088
-def architecture(module:nn.Module) -> dict:
-    "Name -> shape of every tensor in `module`'s state dict: what a checkpoint must match."
-    return {k: list(v.shape) for k, v in module.state_dict().items()}
-
-# %% ../nbs/06_learner.ipynb #732816aa
-def check_architecture(saved:dict, module:nn.Module, path, saved_class:str="?"):
-    "Raise a `DFWError` naming the differences unless the checkpoint at `path` fits `module`."
-    cur = architecture(module)
-    missing, unexpected = sorted(set(cur) - set(saved)), sorted(set(saved) - set(cur))
-    shapes = [f"{k} {saved[k]} vs {cur[k]}" for k in sorted(set(cur) & set(saved)) if list(saved[k]) != cur[k]]
-    if missing or unexpected or shapes:
-        raise DFWError(f"checkpoint {path} was saved from a {saved_class} of another architecture than this {type(module).__name__}: "
-                       f"{len(missing)} tensors missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
-                       f"{len(shapes)} with another shape (e.g. {shapes[:3]}). Load a checkpoint made with the same detector "
-                       f"config, or build the detector that config describes.")
-
-# %% ../nbs/06_learner.ipynb #4e628b46
-def _detector_config(det) -> dict|None:
-    c = getattr(det, "config", None)
-    return c.to_dict() if hasattr(c, "to_dict") else (dataclasses.asdict(c) if dataclasses.is_dataclass(c) else None)
-
 # %% ../nbs/06_learner.ipynb #bc1e0a0d
 def write_checkpoint(folder, detector:nn.Module, state:dict, optimizer=None, weights:str="all") -> Path:
     "Write `model.safetensors`, `optimizer.safetensors` and `state.json` into `folder`, each atomically."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    sd = detector.state_dict()
-    if weights == "trainable":
-        ids = {id(p) for p in detector.trainable_parameters()}
-        sd = {k: v for k, v in detector.named_parameters() if id(v) in ids}
+    folder = Path(folder); write_weights(folder, detector, weights)
     meta = {"format": "dfworkbench", "detector_class": type(detector).__name__}
-    with atomic_write(folder/"model.safetensors") as f: f.write(st_save({k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}, meta))
     rng_t, rng_j = get_rng_state()
     opt_t, opt_j = flatten_optimizer(optimizer) if optimizer is not None else ({}, None)
     with atomic_write(folder/"optimizer.safetensors") as f: f.write(st_save({**opt_t, **rng_t}, meta))
-    atomic_write_json(folder/"state.json", {**state, "format_version": 1, "detector_class": type(detector).__name__,
-                                           "detector_config": _detector_config(detector), "arch": architecture(detector),
+    atomic_write_json(folder/"state.json", {**state, "format_version": 1, **detector_state(detector),
                                            "weights": weights, "optimizer": opt_j, "rng": rng_j})
     return folder
 
 # %% ../nbs/06_learner.ipynb #c8e328a3
 def read_checkpoint(folder, detector:nn.Module, optimizer=None, restore_rng:bool=False) -> dict:
     "Load a checkpoint folder into `detector` (and `optimizer`, and the RNGs); returns its `state.json`."
-    folder = Path(folder)
-    check((folder/"state.json").is_file() and (folder/"model.safetensors").is_file(),
-          f"{folder} is not a checkpoint folder (it needs model.safetensors and state.json); pass a folder written by the Learner")
-    state = json.loads((folder/"state.json").read_text())
-    check_architecture(state["arch"], detector, folder, state.get("detector_class", "?"))
-    sd = st_load((folder/"model.safetensors").read_bytes())
-    check_architecture({**architecture(detector), **{k: list(v.shape) for k, v in sd.items()}}, detector, folder/"model.safetensors")
-    detector.load_state_dict(sd, strict=state["weights"] == "all")
+    folder = Path(folder); state = load_weights(folder, detector)
     if optimizer is not None or restore_rng:
-        extra = st_load((folder/"optimizer.safetensors").read_bytes())
-        if optimizer is not None and state["optimizer"] is not None:
+        extra = read_safetensors(folder/"optimizer.safetensors")
+        if optimizer is not None and state.get("optimizer") is not None:
             optimizer.load_state_dict(unflatten_optimizer(extra, state["optimizer"], optimizer))
         if restore_rng: set_rng_state(extra, state["rng"])
     return state
@@ -343,13 +311,20 @@ def _freeze_all_but(det:nn.Module, params) -> list:
     return params
 
 # %% ../nbs/06_learner.ipynb #1a2cc723
-def _optimizer(params:list, cfg:LearnerConfig) -> torch.optim.Optimizer:
-    "AdamW or SGD over `params`; with weight decay, biases and norms (ndim < 2) get none."
-    groups = [{"params": params}]
-    if cfg.weight_decay:
-        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"]]
+def _param_groups(det, params:list, cfg:LearnerConfig) -> list[dict]:
+    "The detector's optimiser groups, checked to hold each trainable parameter exactly once."
+    groups = [dict(g) for g in det.param_groups(cfg)]
+    seen = [id(p) for g in groups for p in g["params"]]
+    check(len(seen) == len(set(seen)) and set(seen) == {id(p) for p in params},
+          f"{type(det).__name__}.param_groups() must hold each of trainable_parameters() exactly once "
+          f"({len(seen)} entries, {len(set(seen))} distinct, {len(params)} trainable)")
+    for g in groups:
+        g["params"] = list(g["params"]); g.setdefault("weight_decay", cfg.weight_decay); g.setdefault("lr_scale", 1.0)
+        check(_is_num(g["lr_scale"]) and g["lr_scale"] >= 0, f"param group {g.get('name', '?')}: lr_scale must be a number >= 0, got {g['lr_scale']!r}")
+    return groups
+
+def _optimizer(groups:list, cfg:LearnerConfig) -> torch.optim.Optimizer:
+    "AdamW or SGD over the detector's parameter groups (each with its weight decay and `lr_scale`)."
     if cfg.optimizer == "sgd": return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=0.0)
 
@@ -374,9 +349,12 @@ class Learner:
         self.distributed = acc.num_processes > 1
         self.device = acc.device if self.distributed else get_device(cfg.device)
         self.model = acc.prepare_model(detector.to(self.device), device_placement=False)  # DDP-wrapped when distributed
-        self.opt = _optimizer(self.params, cfg)
+        self.groups = _param_groups(detector, self.params, cfg)
+        self.opt = _optimizer(self.groups, cfg)
         self.sampler = ShardedBatchSampler(len(self.train_data), cfg.batch_size, cfg.shuffle, cfg.seed,
                                            acc.process_index, acc.num_processes, cfg.drop_last)
+        check(cfg.batch_size // acc.num_processes >= cfg.accumulate, f"each of the {acc.num_processes} processes gets {cfg.batch_size // acc.num_processes} "
+              f"clips of a batch, fewer than accumulate={cfg.accumulate}: raise batch_size or lower accumulate")
         check(self.sampler.n_batches() > 0, f"the train split ({len(self.train_data)} clips) makes no batch of {cfg.batch_size} "
               f"with drop_last=True; lower batch_size or set drop_last=False")
         self.callbacks = default_callbacks(cfg) + list(callbacks)
@@ -435,8 +413,8 @@ def fit(self:Learner, resume=False):
               f"{self.run_dir} already holds a run: pass fit(resume=True) to continue it, or choose a new run_dir")
         self._reset(); seed_everything(cfg.seed)
         if self.run_dir and self.accelerator.is_main_process:
-            atomic_write_json(self.run_dir/"config.json", {"learner": cfg.to_dict(), "detector_class": type(self.detector).__name__,
-                                                           "detector_config": _detector_config(self.detector)})
+            atomic_write_json(self.run_dir/"config.json", {"learner": cfg.to_dict(),
+                                                           **{k: v for k, v in detector_state(self.detector).items() if k != "arch"}})
     with self.cb_ctx("fit"):
         while not self.stop and self.epoch < cfg.epochs and self.step < self.total_steps:
             with self.cb_ctx("epoch"):
@@ -459,7 +437,7 @@ def _train_loader(self:Learner):
 @patch
 def _train_epoch(self:Learner):
     "Optimiser steps over the rest of this epoch (or until `total_steps`)."
-    self.model.train(); self.t0 = time.time()
+    self.model.train(); frozen_children_eval(self.detector); self.t0 = time.time()
     it = iter(self._train_loader())
     while self.step < self.total_steps:
         try: self.batch = next(it)
@@ -468,22 +446,62 @@ def _train_epoch(self:Learner):
         with self.cb_ctx("batch"): self._one_batch()
 
 # %% ../nbs/06_learner.ipynb #650ba947
+def split_batch(batch, k:int) -> list:
+    "`batch` split into `k` micro-batches along its first axis (as even as possible; tensors and lists alike)."
+    n = len(batch.video_id); k = min(k, n)
+    if k == 1: return [batch]
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    cut = lambda v, a, b: v[a:b] if isinstance(v, (torch.Tensor, list, tuple)) and len(v) == n else v
+    return [dataclasses.replace(batch, **{f.name: cut(getattr(batch, f.name), a, b) for f in dataclasses.fields(batch)})
+            for a, b in zip(bounds[:-1], bounds[1:])]
+
+# %% ../nbs/06_learner.ipynb #8388ed88
 @patch
-def _one_batch(self:Learner):
+def predict(self:Learner):
+    "Forward the micro-batch `self.xb` into `self.out`."
+    with autocast(self.device): self.out = self.model(self.xb)
+
+@patch
+def get_loss(self:Learner):
+    "The detector's loss of `self.out` on `self.xb` into `self.loss_out`."
+    with autocast(self.device): self.loss_out = self.detector.loss(self.out, self.xb)
+
+@patch
+def backward(self:Learner):
+    "Backpropagate the micro-batch's loss, scaled by its share `self.xb_weight` of the batch."
+    self.accelerator.backward(self.loss_out.total * self.xb_weight)
+
+# %% ../nbs/06_learner.ipynb #1cd4e267
+@patch
+def opt_step(self:Learner):
+    "Clip the gradient norm, set each group's learning rate from the schedule, step, zero the gradients."
     cfg = self.config
-    check_labels(self.batch.label, self.batch.video_id, "train")
-    self.batch = self.batch.to(self.device)
-    with autocast(self.device):
-        self.out = self.model(self.batch)
-        self.loss_out = self.detector.loss(self.out, self.batch)
-    self.callback("after_loss")
-    self.accelerator.backward(self.loss_out.total)
     self.grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.grad_clip)) if cfg.grad_clip else None
     self.lr = lr_at(self.step, self.total_steps, cfg.lr, cfg.lr_min, cfg.warmup_steps, cfg.schedule)
-    for g in self.opt.param_groups: g["lr"] = self.lr
+    for g in self.opt.param_groups: g["lr"] = self.lr * g.get("lr_scale", 1.0)
     self.opt.step(); self.opt.zero_grad(set_to_none=True)
+
+# %% ../nbs/06_learner.ipynb #6da12711
+@patch
+def _one_batch(self:Learner):
+    "One optimiser step on `self.batch`: predict, get_loss and backward per micro-batch, then step."
+    check_labels(self.batch.label, self.batch.video_id, "train")
+    self.batch = self.batch.to(self.device)
+    micro = split_batch(self.batch, self.config.accumulate)
+    N, total, parts = len(self.batch.video_id), 0.0, {}
+    for j, self.xb in enumerate(micro):
+        self.xb_weight = len(self.xb.video_id) / N
+        sync = j == len(micro) - 1 or not self.distributed
+        with (contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)):
+            self.predict(); self.get_loss()
+            self.callback("after_loss")
+            self.backward()
+        total = total + self.loss_out.total.detach().float() * self.xb_weight
+        for k, v in self.loss_out.parts.items(): parts[k] = parts.get(k, 0.0) + v.detach().float() * self.xb_weight
+    self.loss_out = LossOutput(total, parts)
+    self.opt_step()
     self.step += 1
-    self._log_step(len(self.batch.video_id))
+    self._log_step(N)
     self.callback("after_step")
 
 # %% ../nbs/06_learner.ipynb #0d252977
@@ -503,7 +521,7 @@ def _log_step(self:Learner, n:int):
 @patch
 def _valid_loader(self:Learner):
     acc = self.accelerator; idx = list(range(acc.process_index, len(self.valid_data), acc.num_processes))
-    bs = max(1, self.config.batch_size // acc.num_processes)
+    bs = max(1, self.config.batch_size // (acc.num_processes * self.config.accumulate))  # no gradients, but a micro-batch's memory
     return torch.utils.data.DataLoader(self.valid_data, batch_sampler=[idx[i:i + bs] for i in range(0, len(idx), bs)],
                                        collate_fn=self.collate_fn, num_workers=self.config.num_workers)
 
@@ -653,11 +671,19 @@ class RecordCB(Callback):
         for k in ("train_loss", "valid_loss", "valid_auroc", "valid_video_auroc"):
             if learn.history[-1].get(k) is not None: record(f"{self.prefix}.{k}", learn.history[-1][k])
 
+# %% ../nbs/06_learner.ipynb #e5fcf6b1
+class ResetOptimizerCB(Callback):
+    "Fresh optimiser state (moments, step counts) at the start of each epoch after the first, as some references do."
+    order = 5
+    def before_epoch(self, learn):
+        if learn.epoch > 0 and learn.batch_in_epoch == 0: learn.opt.state.clear()
+
 # %% ../nbs/06_learner.ipynb #80104a44
 def default_callbacks(cfg:LearnerConfig) -> list:
-    "The callbacks `cfg` asks for: progress, checkpoints, early stopping, log and records."
+    "The callbacks `cfg` asks for: progress, checkpoints, early stopping, log, records, optimiser resets."
     cbs = [CheckpointCB(cfg.checkpoint_every), LogCB()]
     if cfg.progress: cbs.append(ProgressCB())
     if cfg.patience is not None: cbs.append(EarlyStoppingCB(cfg.patience))
     if cfg.record_prefix: cbs.append(RecordCB(cfg.record_prefix))
+    if cfg.reset_optimizer == "epoch": cbs.append(ResetOptimizerCB())
     return cbs

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import nbformat
-from .core import (DFWError, check, check_preset, skip_flags, read_records, runs_dir, repo_root,
+from .core import (DFWError, check, check_device_name, check_preset, skip_flags, read_records, runs_dir, repo_root,
                               atomic_write, atomic_write_json, data_dir)
 
 # %% auto #0
@@ -206,13 +206,19 @@ def load_baseline(path) -> dict:
     try: b = json.loads(p.read_text())
     except json.JSONDecodeError as e: raise DFWError(f"baseline file {p} is not valid JSON ({e})") from None
     check(isinstance(b, dict) and isinstance(b.get("records"), dict), f"baseline file {p} has no 'records' table")
+    for lesson, entries in b["records"].items():
+        check(isinstance(entries, dict), f"baseline file {p}: records[{lesson!r}] must be a table of record name -> entry")
+        for name, e in entries.items():
+            ok = isinstance(e, dict) and "value" in e and all(isinstance(e.get(k, 0), (int, float)) and e.get(k, 0) >= 0 for k in ("atol", "rtol"))
+            check(ok, f"baseline file {p}: entry {lesson} / {name} = {json.dumps(e)[:120]} needs a 'value' and non-negative 'atol'/'rtol' "
+                      f"numbers; fix it by hand or remake the file with `dfw baseline RUN_FOLDER --out {p}`")
     return b
 
 def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root=None, baseline=None,
                 log=print, progress:bool=True) -> RunReport:
     "Execute the lessons into a new run folder; compare with `baseline` (a path) if given."
-    check_preset(preset)
-    base = load_baseline(baseline) if baseline else None
+    check_preset(preset); check_device_name(device)
+    base = load_baseline(baseline) if baseline else None   # a broken baseline stops here, before any lesson runs
     lessons = find_lessons(nbs, only)
     rep = RunReport(new_run_dir(preset, root), preset, device)
     log(f"run folder: {rep.folder}")

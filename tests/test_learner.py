@@ -125,7 +125,7 @@ def test_single_class_validation_warns_and_never_selects(tmp_path):
 def test_a_split_too_small_for_one_batch_is_an_error():
     with pytest.raises(DFWError, match="makes no batch of 16"):
         Learner(ToyDetector(), toy_clips(4), None, LearnerConfig(batch_size=16, drop_last=True))
-    with pytest.raises(DFWError, match="max_steps must be None or >= 1"): LearnerConfig(max_steps=0)
+    with pytest.raises(DFWError, match="max_steps must be an integer >= 1"): LearnerConfig(max_steps=0)
 
 
 def _lab_like_records(n_videos=10, clips=2, T=4, size=20, seed=0):

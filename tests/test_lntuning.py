@@ -76,3 +76,21 @@ def test_linear_probe_with_cache_trains_the_head_only():
     det.loss(out, batch).total.backward()
     assert det.head.fc.weight.grad is not None
     assert all(p.grad is None for p in det.backbone.parameters())
+
+
+def test_load_detector_round_trips_an_lntuning_checkpoint(tmp_path):
+    import json
+    from dfworkbench.detector import load_detector
+    from dfworkbench.learner import write_checkpoint
+    torch.manual_seed(0)
+    det = LNTuningDetector(LNTuningConfig.from_preset("tiny", pretrained=None, variant="lora")).eval()
+    with torch.no_grad():
+        for p in det.trainable_parameters(): p.add_(0.01 * torch.randn_like(p))   # moved away from any init
+    ck = write_checkpoint(tmp_path / "ck", det, {"step": 3})
+    back = load_detector(ck)
+    assert type(back) is LNTuningDetector and back.config == det.config and not back.training
+    x = ClipBatch(torch.randn(3, 2, 3, 64, 64), torch.tensor([0, 1, 0]), ["a", "b", "c"])
+    with torch.no_grad(): assert torch.equal(back(x).logits, det(x).logits)
+    st = json.loads((ck / "state.json").read_text()); st["detector_class"] = "FCGDetector2"
+    (ck / "state.json").write_text(json.dumps(st))
+    with pytest.raises(DFWError, match="unknown detector class 'FCGDetector2'"): load_detector(ck)

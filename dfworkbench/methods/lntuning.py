@@ -11,15 +11,15 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ..core import Config, DFWError, check
 from ..backbone import HookedViT, layer_norms, load_backbone
-from ..learner import Detector, DetectorOutput, LearnerConfig, LossOutput
+from ..detector import Detector, DetectorOutput, LoRA, LossOutput, add_lora, mean_prob_logits, register_detector
+from ..learner import LearnerConfig
 
 # %% auto #0
-__all__ = ['VARIANTS', 'slerp', 'slerp_augment', 'alignment_loss', 'uniformity_loss', 'LinearNormHead', 'LoRA', 'add_lora',
-           'LNTuningConfig', 'FeatureCache', 'LNTuningDetector', 'n_trainable', 'reference_augment']
+__all__ = ['VARIANTS', 'slerp', 'slerp_augment', 'alignment_loss', 'uniformity_loss', 'LinearNormHead', 'LNTuningConfig',
+           'FeatureCache', 'LNTuningDetector', 'n_trainable', 'reference_augment']
 
 # %% ../../nbs/10_lntuning.ipynb #68c24a42
 def slerp(a:torch.Tensor, b:torch.Tensor, t:torch.Tensor, eps:float=1e-7) -> torch.Tensor:
@@ -67,27 +67,6 @@ class LinearNormHead(nn.Module):
 
     def forward(self, x:torch.Tensor) -> torch.Tensor: return self.fc(self.features(x))  # [N, 2]
 
-# %% ../../nbs/10_lntuning.ipynb #07f529f1
-class LoRA(nn.Module):
-    "A rank-r update W + (alpha / r)·B·A of a weight [out, in], for torch.nn.utils.parametrize."
-    def __init__(self, out_f:int, in_f:int, r:int=1, alpha:float=32.0):
-        super().__init__()
-        check(r >= 1, f"LoRA rank must be >= 1, got {r}")
-        self.A = nn.Parameter(torch.randn(r, in_f) / math.sqrt(in_f))  # [r, in]
-        self.B = nn.Parameter(torch.zeros(out_f, r))                   # [out, r]: starts as the identity update
-        self.scale = alpha / r
-
-    def forward(self, W:torch.Tensor) -> torch.Tensor: return W + self.scale * (self.B @ self.A)
-
-def add_lora(visual:nn.Module, r:int=1, alpha:float=32.0) -> list:
-    "Parametrise every attention out_proj weight of `visual` with a `LoRA`; return the new parameters."
-    params = []
-    for blk in visual.transformer.resblocks:
-        lin = blk.attn.out_proj
-        parametrize.register_parametrization(lin, "weight", LoRA(*lin.weight.shape, r=r, alpha=alpha))
-        params += list(lin.parametrizations.weight[0].parameters())
-    return params
-
 # %% ../../nbs/10_lntuning.ipynb #3b66300f
 VARIANTS = ("linear_probe", "ln", "lora", "full")
 
@@ -121,6 +100,7 @@ class LNTuningConfig(Config):
 
     def __post_init__(self):
         check(self.variant in VARIANTS, f"unknown variant {self.variant!r}: use one of {VARIANTS}")
+        self.slerp_range = tuple(self.slerp_range)   # a list after a JSON round trip
         lo, hi = self.slerp_range
         check(0 <= lo <= hi <= 1, f"slerp_range must satisfy 0 <= t0 <= t1 <= 1, got {self.slerp_range}")
         check(min(self.w_ce, self.w_align, self.w_unif) >= 0, "loss weights must be >= 0")
@@ -165,8 +145,10 @@ class FeatureCache:
         return torch.stack([got[i] for i in range(len(keys))]).to(frames.device)
 
 # %% ../../nbs/10_lntuning.ipynb #963d4e05
+@register_detector
 class LNTuningDetector(Detector):
     "CLIP's post-LN CLS feature, L2-normalised, a linear head; LayerNorms (or a variant's set) trained."
+    config_class = LNTuningConfig
     def __init__(self, config:LNTuningConfig|None=None, backbone:HookedViT|None=None, device="cpu"):
         super().__init__()
         self.config = cfg = config or LNTuningConfig()
@@ -203,7 +185,7 @@ def forward(self:LNTuningDetector, batch) -> DetectorOutput:
     if self.training and self.config.slerp:
         z = slerp_augment(z, batch.label.repeat_interleave(T), self.config.slerp_range)
     frame_logits = self.head.fc(z).view(B, T, 2)                  # [B, T, 2]
-    clip_logits = frame_logits.float().log_softmax(-1).logsumexp(1) - math.log(T)  # log mean p: [B, 2]
+    clip_logits = mean_prob_logits(frame_logits)                 # log mean p: [B, 2]
     return DetectorOutput(clip_logits, {"frame_logits": frame_logits, "z": z})
 
 @patch
