@@ -19,7 +19,7 @@ __all__ = ['PARTS', 'PART_COLOURS', 'SAMPLINGS', 'colour_parts', 'jpeg', 'ClipRe
            'ClipAugment', 'augment_clip', 'to_model_input', 'resize_maps', 'ClipDataset', 'FrameDataset', 'ClipCollate',
            'make_loader']
 
-# %% ../nbs/02_data.ipynb #30f8787b
+# %% ../nbs/02_data.ipynb #3dd1ee4b
 PARTS = ("background", "skin", "eyes", "nose", "lips", "brows", "hair")  # part ids 0..6 of every part map
 PART_COLOURS = np.array([[20, 20, 20], [230, 180, 150], [40, 90, 230], [60, 200, 80],
                          [220, 40, 60], [240, 210, 40], [120, 70, 30]], np.uint8)  # display colour per part id
@@ -28,7 +28,7 @@ def colour_parts(parts:np.ndarray) -> np.ndarray:
     "RGB picture uint8 [..., 3] of a part map [...] for display."
     return PART_COLOURS[np.asarray(parts)]
 
-# %% ../nbs/02_data.ipynb #e67e0370
+# %% ../nbs/02_data.ipynb #d7360766
 def jpeg(frames:np.ndarray, quality:int|None) -> np.ndarray:
     "JPEG round trip of uint8 RGB frames [..., H, W, 3] at `quality` (None: unchanged)."
     import cv2

@@ -4,40 +4,44 @@
 
 # %% ../nbs/03_faces.ipynb #589cd16f
 from __future__ import annotations
-import argparse, importlib, json, os, shutil, sys
+import argparse, bisect, functools, importlib, json, os, shutil, sys, threading, time
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+from fastcore.basics import patch_to
 
 from .core import DFWError, check, resolve_asset, atomic_write_json
-from .readers import VideoEntry, read_dataset
+from .readers import VideoEntry, read_dataset, is_image, load_json, IMAGE_EXTS, VIDEO_EXTS
 from .data import ClipRecord
 
 # %% auto #0
-__all__ = ['FIVE_POINTS', 'ARCFACE_112', 'CROP_PRESETS', 'RINGS', 'NOSE_POINTS', 'VideoError', 'NoFaceError', 'VideoInfo',
-           'check_readable', 'probe_video', 'sample_indices', 'iter_frames', 'read_frames', 'face_landmarker',
-           'detect_landmarks', 'five_points', 'face_box', 'track_faces', 'main_face', 'smooth_landmarks', 'umeyama',
+__all__ = ['FIVE_POINTS', 'ARCFACE_112', 'CROP_PRESETS', 'RINGS', 'NOSE_POINTS', 'SETTINGS', 'LABEL_NAMES', 'VideoError',
+           'NoFaceError', 'VideoInfo', 'check_readable', 'read_image', 'VideoIndex', 'index_video', 'probe_video',
+           'sample_indices', 'iter_frames', 'read_frames', 'face_landmarker', 'face_box', 'tile_boxes', 'merge_faces',
+           'FaceFinder', 'detect_landmarks', 'five_points', 'track_faces', 'main_face', 'smooth_landmarks', 'umeyama',
            'transform_points', 'CropPreset', 'get_preset', 'align_face', 'part_mask', 'FaceCrops', 'extract_faces',
            'eye_error', 'overlay', 'SBIParams', 'sample_sbi', 'sbi_mask', 'sbi_source', 'self_blend', 'self_blend_clip',
            'crop_records', 'sbi_pairs', 'scrub_image', 'frame_scrubber', 'PreprocessJob', 'video_dir',
-           'preprocess_video', 'run_preprocess', 'preprocess_parser', 'preprocess_command', 'main']
+           'preprocess_video', 'run_isolated', 'OutputBusy', 'output_lock', 'check_settings', 'run_preprocess',
+           'loss_table', 'skip_warning', 'preprocess_parser', 'report', 'preprocess_command', 'main']
 
 # %% ../nbs/03_faces.ipynb #b3e41770
 class VideoError(DFWError):
-    "A video that cannot be read: the message names the path and the reason."
+    "A video or image that cannot be read: the message names the path and the reason."
 
 class NoFaceError(DFWError):
     "A video in which no face was found in any sampled frame."
 
 @dataclass(frozen=True)
 class VideoInfo:
-    "What the container says about a video."
-    n_frames: int   # frame count from the header (may be approximate)
+    "What the container says about a video (a still image is one frame)."
+    n_frames: int   # frames present: packets shown in display order (1 for an image)
     fps: float      # frames per second (30 when the header has none)
     width: int      # frame width in pixels
     height: int     # frame height in pixels
+    n_header: int = 0  # frame count the header claims (0: none), to spot a truncated tail
 
 # %% ../nbs/03_faces.ipynb #8308f6af
 def check_readable(path) -> Path:
@@ -52,17 +56,63 @@ def check_readable(path) -> Path:
     return p
 
 # %% ../nbs/03_faces.ipynb #ae66540c
-def probe_video(path) -> VideoInfo:
-    "Open `path` with OpenCV and read its header, or raise `VideoError` with the reason."
+def read_image(path) -> np.ndarray:
+    "A still image as RGB uint8 [H, W, 3], or `VideoError` naming the file."
     p = check_readable(path)
-    cap = cv2.VideoCapture(str(p))
+    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if img is None: raise VideoError(f"{p}: not a readable image ({', '.join(e[1:] for e in IMAGE_EXTS)}); it is damaged or another kind of file")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+@dataclass(frozen=True)
+class VideoIndex:
+    "Where every frame of a video is, from the packet headers: timestamps in display order and key frames."
+    pts: tuple        # [n] presentation timestamp of frame i (stream time base)
+    keys: tuple       # timestamps of the key frames, ascending
+    info: VideoInfo   # the header
+
+# %% ../nbs/03_faces.ipynb #1f885186
+def _open_av(p:Path):
+    "Open `p` with PyAV and return (container, video stream), or raise `VideoError`."
+    import av
+    try: c = av.open(str(p))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise VideoError(f"{p}: cannot be opened as a video or an image (corrupt, truncated or another kind of file)") from None
+    if not c.streams.video: c.close(); raise VideoError(f"{p}: holds no video stream")
+    return c, c.streams.video[0]
+
+@functools.lru_cache(maxsize=8)
+def _index(path:str, stamp:tuple) -> VideoIndex:
+    "Packet index of a video file (cached by path, size and mtime)."
+    import av
+    c, s = _open_av(Path(path)); pts, keys = [], []
     try:
-        if not cap.isOpened(): raise VideoError(f"{p}: OpenCV cannot open it (corrupt, truncated or not a video)")
-        n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally: cap.release()
-    if n <= 0 or w <= 0: raise VideoError(f"{p}: no video frames in the header")
-    return VideoInfo(n, float(fps) if fps and fps > 0 else 30.0, w, h)
+        for pk in c.demux(s):
+            t = pk.pts if pk.pts is not None else pk.dts
+            if pk.size == 0 or t is None: continue
+            if pk.is_keyframe: keys.append(t)
+            if not pk.is_discard: pts.append(t)                     # discarded: hidden by an edit list
+    except av.error.FFmpegError: pass                               # a damaged tail: keep what was read
+    finally: c.close()
+    info = VideoInfo(len(pts), float(s.average_rate or s.guessed_rate or 30), s.codec_context.width, s.codec_context.height, int(s.frames or 0))
+    if not pts or info.width <= 0: raise VideoError(f"{path}: no video frames")
+    return VideoIndex(tuple(sorted(pts)), tuple(sorted(keys)) or (min(pts),), info)
+
+# %% ../nbs/03_faces.ipynb #7efcd967
+def index_video(path) -> VideoIndex:
+    "Read a video's packet headers (no decoding): every frame's timestamp, the key frames, the header."
+    p = check_readable(path); st = p.stat()
+    return _index(str(p), (st.st_size, st.st_mtime_ns))
+
+def probe_video(path, min_fraction:float=0.9) -> VideoInfo:
+    "The header of a video, a still image (one frame) or a list of frame files; `VideoError` with the reason."
+    if isinstance(path, (list, tuple)):
+        check(len(path) > 0, "an empty list of frame files"); h, w = read_image(path[0]).shape[:2]
+        return VideoInfo(len(path), 30.0, w, h)
+    if is_image(path): h, w = read_image(path).shape[:2]; return VideoInfo(1, 30.0, w, h)
+    info = index_video(path).info
+    if info.n_header and info.n_frames < min_fraction * info.n_header:
+        raise VideoError(f"{path}: truncated or corrupt, only {info.n_frames} of the {info.n_header} frames in its header are present")
+    return info
 
 # %% ../nbs/03_faces.ipynb #a395a057
 def sample_indices(n:int, k:int|None) -> np.ndarray:
@@ -71,24 +121,46 @@ def sample_indices(n:int, k:int|None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).astype(int))
 
 # %% ../nbs/03_faces.ipynb #6e69cc62
-def iter_frames(path, indices=None, min_fraction:float=0.9):
-    "Yield (index, RGB uint8 [H, W, 3]) for frames `indices` (default all); `VideoError` if decoding stops early."
-    info = probe_video(path)
-    idx = np.arange(info.n_frames) if indices is None else np.asarray(indices, int)
-    want, n, i = set(idx.tolist()), 0, 0
-    cap = cv2.VideoCapture(str(path))
+def _decode_at(path, ix:VideoIndex, idx):
+    "Yield (i, RGB frame) for frame indices `idx` (a frame that fails to decode is left out), seeking when the next one is far."
+    import av
+    c, s = _open_av(Path(path)); cc = s.codec_context
+    s.thread_type = "AUTO"                                                 # frame and slice threads: same pixels, faster
+    want = {ix.pts[i]: int(i) for i in idx}; todo = sorted(want)          # timestamps still to deliver
+    pos = lambda t: bisect.bisect_left(ix.pts, t)                          # frame index of a timestamp
+    key = lambda t: ix.keys[max(bisect.bisect_right(ix.keys, t) - 1, 0)]   # the key frame at or before t
+    far = lambda cur, t: cur is not None and (cur >= t or (key(t) > cur and pos(t) - pos(cur) > 8))   # seek rather than decode on
+    packets, cur, sought = None, None, None                                # cur: timestamp of the last decoded frame
     try:
-        while i <= idx.max():
-            if i in want:
-                ok, f = cap.read()
-                if ok: n += 1; yield i, cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
-            else: ok = cap.grab()
-            if not ok: break
-            i += 1
-    finally: cap.release()
-    if i <= idx.max() and i < min_fraction * info.n_frames:
-        raise VideoError(f"{path}: truncated or corrupt, decoding stopped at frame {i} of {info.n_frames}")
-    if not n: raise VideoError(f"{path}: no frame could be decoded")
+        while todo:
+            if packets is None or far(cur, todo[0]):
+                if sought == todo[0]: todo.pop(0); packets = None; continue    # sought once and passed: lost
+                c.seek(key(todo[0]), stream=s, backward=True, any_frame=False)
+                packets, cur, sought = c.demux(s), None, todo[0]
+            for pk in packets:
+                cc.skip_frame = "DEFAULT" if pk.pts is None or pk.pts in want else "NONREF"   # others need only reference frames
+                try: frames = cc.decode(pk)
+                except av.error.FFmpegError: frames = []                   # a damaged packet: its frame is lost
+                for f in frames:
+                    if f.pts is None: continue
+                    cur = f.pts
+                    if f.pts in todo: todo.remove(f.pts); yield want[f.pts], f.to_ndarray(format="rgb24")
+                if not todo or far(cur, todo[0]): break
+            else: todo.pop(0); packets = None                              # the stream ended before it: lost
+    finally: c.close()
+
+def iter_frames(path, indices=None, min_fraction:float=0.9):
+    "Yield (index, RGB uint8 [H, W, 3]) for frames `indices` (default all) of a video, an image or a frame list."
+    info = probe_video(path, min_fraction)
+    idx = np.arange(info.n_frames) if indices is None else np.unique(np.asarray(indices, int))
+    check(len(idx) == 0 or (idx.min() >= 0 and idx.max() < info.n_frames), f"{path}: frames {idx.tolist()} out of range (it has {info.n_frames})")
+    if isinstance(path, (list, tuple)) or is_image(path):
+        files = list(path) if isinstance(path, (list, tuple)) else [path]
+        for i in idx: yield int(i), read_image(files[i])
+        return
+    n = 0
+    for i, f in _decode_at(path, index_video(path), idx): n += 1; yield i, f
+    if len(idx) and not n: raise VideoError(f"{path}: no frame could be decoded")
 
 # %% ../nbs/03_faces.ipynb #dd42e45b
 def read_frames(path, indices=None, min_fraction:float=0.9) -> tuple[np.ndarray, np.ndarray]:
@@ -108,17 +180,73 @@ def face_landmarker(model=None, num_faces:int=2, video:bool=True, min_confidence
     return vision.FaceLandmarker.create_from_options(opts)
 
 # %% ../nbs/03_faces.ipynb #3feab95e
-def detect_landmarks(frames:np.ndarray, frame_idx=None, fps:float=30.0, num_faces:int=2, model=None) -> list[list[np.ndarray]]:
-    "Per frame, the landmarks of every face found, each float32 [478, 3] in pixels (x, y, z*W)."
-    import mediapipe as mp
-    idx = np.arange(len(frames)) if frame_idx is None else np.asarray(frame_idx)
+def face_box(lms:np.ndarray) -> tuple[np.ndarray, float]:
+    "Centre [2] and size (geometric mean of width and height) of a landmark set."
+    lo, hi = lms[:, :2].min(0), lms[:, :2].max(0)
+    return (lo + hi) / 2, float(np.sqrt(np.prod(hi - lo)))
+
+def _to_pixels(res, w:int, h:int, x0:int=0, y0:int=0) -> list[np.ndarray]:
+    "MediaPipe's normalised landmarks of an image w x h placed at (x0, y0), as float32 [478, 3] frame pixels (x, y, z*w)."
+    return [np.array([(p.x * w + x0, p.y * h + y0, p.z * w) for p in face], np.float32) for face in res.face_landmarks]
+
+# %% ../nbs/03_faces.ipynb #92d6ad94
+def tile_boxes(h:int, w:int, frac:float=2/3, overlap:float=0.25) -> list[tuple[int, int, int, int]]:
+    "Overlapping square tiles (x0, y0, x1, y1) covering an h x w frame, each side `frac` of the short side."
+    side = max(int(min(h, w) * frac), 1); step = max(int(side * (1 - overlap)), 1)
+    def starts(n): s = list(range(0, max(n - side, 0) + 1, step)); return s + [n - side] if s[-1] + side < n else s
+    return [(x, y, min(x + side, w), min(y + side, h)) for y in starts(h) for x in starts(w)]
+
+def merge_faces(faces:list, min_dist:float=0.5) -> list:
+    "Keep one of faces whose centres lie within `min_dist` face sizes (one face seen in two tiles)."
     out = []
-    with face_landmarker(model, num_faces, video=True) as lm:
-        for f, i in zip(frames, idx):                                   # f: [H, W, 3] RGB uint8
-            h, w = f.shape[:2]
-            res = lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(f)), int(round(i * 1000 / fps)))
-            out.append([np.array([(p.x * w, p.y * h, p.z * w) for p in face], np.float32) for face in res.face_landmarks])
+    for f in faces:
+        c, s = face_box(f)
+        if all(np.linalg.norm(c - face_box(g)[0]) > min_dist * max(s, face_box(g)[1]) for g in out): out.append(f)
     return out
+
+# %% ../nbs/03_faces.ipynb #e57f8d30
+class FaceFinder:
+    "Landmarks frame by frame: the full frame in VIDEO mode, then, where it finds no face, the last small face's region or tiles."
+    def __init__(self, fps:float=30.0, num_faces:int=2, model=None, tiles:bool=True):
+        self.fps, self.num_faces, self.model, self.tiles = fps, num_faces, model, tiles
+        self.video, self._image, self.roi = face_landmarker(model, num_faces, video=True), None, None
+        self.extra_calls = 0                                         # landmarker calls on tiles and regions
+    def __enter__(self): return self
+    def __exit__(self, *a):
+        self.video.close()
+        if self._image is not None: self._image.close()
+
+    def _run(self, img, box=None, ts=None) -> list[np.ndarray]:
+        import mediapipe as mp
+        x0, y0, x1, y1 = box or (0, 0, img.shape[1], img.shape[0])
+        im = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(img[y0:y1, x0:x1]))
+        if ts is not None: return _to_pixels(self.video.detect_for_video(im, ts), x1 - x0, y1 - y0)
+        if self._image is None: self._image = face_landmarker(self.model, self.num_faces, video=False)
+        self.extra_calls += 1
+        return _to_pixels(self._image.detect(im), x1 - x0, y1 - y0, x0, y0)
+
+# %% ../nbs/03_faces.ipynb #55f8bc92
+def _around(lms:np.ndarray, h:int, w:int, k:float=4.0) -> tuple[int, int, int, int]:
+    "A square region (x0, y0, x1, y1) k face sizes wide around a face, clipped to the frame."
+    c, s = face_box(lms); r = k * s / 2
+    return (max(int(c[0] - r), 0), max(int(c[1] - r), 0), min(int(c[0] + r), w), min(int(c[1] + r), h))
+
+@patch_to(FaceFinder)
+def __call__(self, frame:np.ndarray, i:int=0) -> list[np.ndarray]:
+    "Landmarks float32 [478, 3] in frame pixels of every face in `frame` (RGB [H, W, 3]), video frame `i`."
+    faces = self._run(frame, ts=int(round(i * 1000 / self.fps)))
+    if faces or not self.tiles: return faces
+    h, w = frame.shape[:2]
+    if self.roi: faces = self._run(frame, self.roi)                      # where the small face was last time
+    if not faces: faces = merge_faces([f for b in tile_boxes(h, w) for f in self._run(frame, b)])
+    self.roi = _around(max(faces, key=lambda f: face_box(f)[1]), h, w) if faces else None
+    return faces
+
+# %% ../nbs/03_faces.ipynb #99724061
+def detect_landmarks(frames, frame_idx=None, fps:float=30.0, num_faces:int=2, model=None, tiles:bool=True) -> list[list[np.ndarray]]:
+    "Per frame, the landmarks of every face found, each float32 [478, 3] in pixels (x, y, z*W)."
+    frames = list(frames); idx = np.arange(len(frames)) if frame_idx is None else np.asarray(frame_idx)
+    with FaceFinder(fps, num_faces, model, tiles) as ff: return [ff(f, int(i)) for f, i in zip(frames, idx)]
 
 # %% ../nbs/03_faces.ipynb #17b49f60
 FIVE_POINTS = (468, 473, 1, 61, 291)  # iris centre (image left eye), iris centre (image right eye), nose tip, mouth corners
@@ -128,11 +256,6 @@ def five_points(lms:np.ndarray) -> np.ndarray:
     return np.asarray(lms)[list(FIVE_POINTS), :2]
 
 # %% ../nbs/03_faces.ipynb #ced15a87
-def face_box(lms:np.ndarray) -> tuple[np.ndarray, float]:
-    "Centre [2] and size (geometric mean of width and height) of a landmark set."
-    lo, hi = lms[:, :2].min(0), lms[:, :2].max(0)
-    return (lo + hi) / 2, float(np.sqrt(np.prod(hi - lo)))
-
 def track_faces(dets:list, max_jump:float=0.65) -> list[list[tuple[int, int]]]:
     "Link faces across frames: each track is a list of (frame, face) pairs, matched by nearest centre."
     tracks, last = [], []                         # last[t] = (centre, size) of track t's latest face
@@ -258,27 +381,40 @@ class FaceCrops:
     preset: CropPreset     # how the crops were made
     info: VideoInfo        # the source video's header
     n_sampled: int         # frames sampled (N <= n_sampled: frames without the main face are dropped)
+    notes: tuple = ()      # what a user should know about this video (truncated tail, tiny face)
 
     def parts(self) -> np.ndarray:
         "Part ids uint8 [N, S, S] painted from the crop landmarks."
         return np.stack([part_mask(l, self.preset.size) for l in self.landmarks])
 
-# %% ../nbs/03_faces.ipynb #af4aeb7c
+# %% ../nbs/03_faces.ipynb #68b23741
+def _notes(info:VideoInfo, M:np.ndarray, p:CropPreset, max_zoom:float=3.0) -> tuple:
+    "What to tell the user about a kept video: a truncated tail, or a face upscaled more than `max_zoom` times."
+    out, zoom = [], float(np.median(np.sqrt(np.abs(np.linalg.det(M[:, :, :2])))))
+    if info.n_header and info.n_frames < info.n_header:
+        out.append(f"truncated near its end: {info.n_frames} of the {info.n_header} frames in its header are present")
+    if zoom > max_zoom: out.append(f"small face: {p.size / zoom:.0f} px of the frame upscaled {zoom:.1f}x into the {p.size}-px crop")
+    return tuple(out)
+
 def extract_faces(path, n_frames:int|None=32, preset="lntuning", num_faces:int=2, smooth:int=2, model=None,
-                  frame_idx=None, max_memory_mb:int=512) -> FaceCrops:
-    "Sample frames of a video, follow its main face and return aligned crops (`NoFaceError` if none)."
+                  frame_idx=None, tiles:bool=True) -> FaceCrops:
+    "Sample frames of a video (an image, a frame list), follow its main face and return aligned crops (`NoFaceError` if none)."
     p, info = get_preset(preset), probe_video(path)
-    idx = sample_indices(info.n_frames, n_frames) if frame_idx is None else np.asarray(frame_idx, int)
-    keep = len(idx) * info.width * info.height * 3 <= max_memory_mb * 2**20   # else decode twice, keep no frames
-    frames = read_frames(path, idx)[0] if keep else (f for _, f in iter_frames(path, idx))
-    dets = detect_landmarks(frames, idx, info.fps, num_faces, model); idx = idx[:len(dets)]
+    idx = sample_indices(info.n_frames, n_frames) if frame_idx is None else np.unique(np.asarray(frame_idx, int))
+    dense = bool(smooth) and len(idx) > 1 and np.diff(idx).min() <= smooth    # smoothing would move some landmarks
+    dets, crops, got = [], [], []
+    with FaceFinder(info.fps, num_faces, model, tiles) as ff:
+        for i, f in iter_frames(path, idx):                              # one frame in memory at a time
+            faces = ff(f, i); dets.append(faces); got.append(i)
+            if not dense: crops.append([align_face(f, l, p) for l in faces])   # final already: nothing to smooth
+    idx, lost = np.array(got, int), len(idx) - len(got)
     try: lms, ok = main_face(dets)
     except NoFaceError: raise NoFaceError(f"{path}: no face in any of the {len(idx)} sampled frames") from None
-    lms = smooth_landmarks(lms, idx, smooth) if smooth else lms
-    frames = frames[ok] if keep else (f for _, f in iter_frames(path, idx[ok]))
-    aligned = [align_face(f, l, p) for f, l in zip(frames, lms[ok])]
-    return FaceCrops(np.stack([a[0] for a in aligned]), np.stack([a[1] for a in aligned]), idx[ok],
-                     np.stack([a[2] for a in aligned]), p, info, len(idx))
+    if dense: aligned = [align_face(f, l, p) for (_, f), l in zip(iter_frames(path, idx[ok]), smooth_landmarks(lms, idx, smooth)[ok])]
+    else: aligned = [crops[f][next(k for k, l in enumerate(dets[f]) if np.array_equal(l, lms[f]))] for f in np.flatnonzero(ok)]
+    M = np.stack([a[2] for a in aligned])
+    return FaceCrops(np.stack([a[0] for a in aligned]), np.stack([a[1] for a in aligned]), idx[ok], M, p, info, len(idx) + lost,
+                     _notes(info, M, p) + ((f"{lost} of the {len(idx) + lost} sampled frames could not be decoded",) if lost else ()))
 
 # %% ../nbs/03_faces.ipynb #6074aadd
 def eye_error(crops:FaceCrops) -> np.ndarray:
@@ -404,11 +540,26 @@ class PreprocessJob:
     num_faces: int = 2          # faces MediaPipe looks for before the main one is chosen
     smooth: int = 2             # landmark smoothing window in frames (0: off)
     model: str|None = None      # face_landmarker.task path (default: the asset resolver)
+    tiles: bool = True          # look for small faces on tiles when the full frame has none
 
+    def check(self) -> PreprocessJob:
+        "Raise `DFWError` naming the first setting out of range."
+        get_preset(self.preset); check(self.fmt in ("png", "avi"), f"unknown format {self.fmt!r}: png or avi")
+        for name, v, lo in (("n_frames", self.n_frames, 0), ("num_faces", self.num_faces, 1), ("smooth", self.smooth, 0)):
+            check(isinstance(v, int) and v >= lo, f"{name} must be an integer >= {lo}, got {v!r}")
+        return self
+
+SETTINGS = ("n_frames", "preset", "fmt", "parts", "num_faces", "smooth", "tiles")  # what changes the crops in DST
+
+# %% ../nbs/03_faces.ipynb #461165ce
 def video_dir(dst, video_id:str) -> Path:
-    "The output folder of a video id: its '/'-separated parts, made safe for file systems."
-    safe = ["".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in s) or "_" for s in video_id.split("/")]
-    return Path(dst).joinpath(*[s if s not in (".", "..") else "_" for s in safe])
+    "The output folder of a video id: its '/'-separated parts made safe, with a hash of any part that had to change."
+    import hashlib
+    def safe(s):
+        t = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in s)
+        t = t if t and t not in (".", "..") else "_"
+        return t if t == s else f"{t}~{hashlib.sha1(s.encode()).hexdigest()[:8]}"   # unique and stable
+    return Path(dst).joinpath(*map(safe, video_id.split("/")))
 
 # %% ../nbs/03_faces.ipynb #d137b5ab
 def _write_crops(out:Path, c:FaceCrops, job:PreprocessJob):
@@ -425,34 +576,43 @@ def _write_crops(out:Path, c:FaceCrops, job:PreprocessJob):
     if job.parts: np.save(out/"parts.npy", c.parts())
 
 # %% ../nbs/03_faces.ipynb #f3bbd1da
+def _stamp(path) -> dict:
+    "Size and mtime of a file, to know later whether it changed."
+    st = Path(path).stat(); return {"size": st.st_size, "mtime": st.st_mtime}
+
+def _same_item(meta:dict, entry:VideoEntry) -> bool:
+    "Whether finished crops (their meta.json) were made from `entry`'s file (same name and, if known, size)."
+    if Path(meta.get("path", "")).name != Path(entry.path).name: return False
+    size = (meta.get("stamp") or {}).get("size")                         # none for frame lists and older outputs
+    try: return size is None or size == Path(entry.path).stat().st_size
+    except OSError: return True
+
+# %% ../nbs/03_faces.ipynb #c76794bf
 def preprocess_video(entry:VideoEntry, dst, job:PreprocessJob) -> dict:
-    "Crop one video into `dst/<video_id>` atomically; a result dict with status done|skipped|exists and reason."
+    "Crop one item into `dst/<video_id>` atomically; a result dict with status done|skipped|exists and reason."
     out = video_dir(dst, entry.video_id)
-    res = {"video_id": entry.video_id, "path": str(entry.path), "dir": str(out)}
-    if (out/"meta.json").exists(): return {**res, "status": "exists"}
-    if entry.frames: return {**res, "status": "skipped", "kind": "frames",
-                             "reason": f"{entry.path}: already cut into frames (a DeepfakeBench dataset); not re-cropped"}
-    try: c = extract_faces(entry.path, job.n_frames, job.preset, job.num_faces, job.smooth, job.model)
+    res = {"video_id": entry.video_id, "path": str(entry.path), "dir": str(out), "label": entry.label}
+    if (out/"meta.json").exists():
+        if _same_item(json.loads((out/"meta.json").read_text()), entry): return {**res, "status": "exists"}
+        return {**res, "status": "skipped", "kind": "conflict", "reason": f"{entry.path}: {out} already holds the crops of another "
+                f"file with the id {entry.video_id!r}; give this source another folder name or use another output folder"}
+    try: c = extract_faces(list(entry.frames) or entry.path, job.n_frames, job.preset, job.num_faces, job.smooth, job.model, tiles=job.tiles)
     except NoFaceError as e: return {**res, "status": "skipped", "kind": "no_face", "reason": str(e), **_stamp(entry.path)}
     except VideoError as e: return {**res, "status": "skipped", "kind": "unreadable", "reason": str(e)}
-    except Exception as e: return {**res, "status": "skipped", "kind": "error", "reason": f"{type(e).__name__}: {e}"}
+    except Exception as e: return {**res, "status": "skipped", "kind": "error", "reason": f"{entry.path}: {type(e).__name__}: {e}"}
     for stale in out.parent.glob(f".{out.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)   # left by a killed run
     tmp = out.parent/f".{out.name}.tmp-{os.getpid()}"
     tmp.mkdir(parents=True)
     try:
         _write_crops(tmp, c, job)
         meta = {**res, "entry": entry.to_dict(), "preset": asdict(c.preset), "frame_idx": c.frame_idx.tolist(), "M": c.M.tolist(),
-                "n_frames": len(c.frames), "n_sampled": c.n_sampled, "info": asdict(c.info), "job": asdict(job)}
+                "n_frames": len(c.frames), "n_sampled": c.n_sampled, "info": asdict(c.info), "job": asdict(job),
+                "notes": list(c.notes), "stamp": {} if entry.frames else _stamp(entry.path)}
         atomic_write_json(tmp/"meta.json", meta)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
-    return {**res, "status": "done", "n_frames": len(c.frames), "n_sampled": c.n_sampled}
-
-# %% ../nbs/03_faces.ipynb #0e8e2fb0
-def _stamp(path) -> dict:
-    "Size and mtime of a file, to know later whether it changed."
-    st = Path(path).stat(); return {"size": st.st_size, "mtime": st.st_mtime}
+    return {**res, "status": "done", "n_frames": len(c.frames), "n_sampled": c.n_sampled, "notes": list(c.notes)}
 
 # %% ../nbs/03_faces.ipynb #cd835f0c
 def _previous_no_face(dst) -> dict:
@@ -478,6 +638,20 @@ def _pool_context():
     ctx = mp.get_context("forkserver"); ctx.set_forkserver_preload(["dfworkbench.faces", "mediapipe.tasks.python.vision"])
     return ctx
 
+def _alive(pid:int) -> bool:
+    "Whether process `pid` exists."
+    try: os.kill(pid, 0); return True
+    except ProcessLookupError: return False
+    except PermissionError: return True
+
+def _exit_with(main_pid:int, every:float=0.5):
+    "Exit this worker when the batch's main process is gone (killed), checked every `every` seconds."
+    ppid = os.getppid()
+    def watch():
+        while os.getppid() == ppid and _alive(main_pid): time.sleep(every)
+        os._exit(3)
+    threading.Thread(target=watch, daemon=True).start()
+
 # %% ../nbs/03_faces.ipynb #bc4d63a8
 def _job(a):
     "Worker entry point; takes plain dicts so that a notebook's own classes never need pickling."
@@ -485,78 +659,203 @@ def _job(a):
     entry = VideoEntry(**{**e, "path": Path(e["path"]), "frames": tuple(Path(f) for f in e["frames"])})
     return preprocess_video(entry, dst, PreprocessJob(**job))
 
+def _child(a, conn, main_pid:int):
+    "One item in its own process: watch the main process, crop, send the result back."
+    _exit_with(main_pid)
+    conn.send(_job(a)); conn.close()
+
+# %% ../nbs/03_faces.ipynb #8dcfba29
+def _crashed(a, code) -> dict:
+    "The result of an item whose worker died with exit `code` (negative: killed by that signal)."
+    import signal
+    e = a[0]; why = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+    return {"video_id": e["video_id"], "path": e["path"], "dir": str(video_dir(a[1], e["video_id"])), "label": e["label"],
+            "status": "skipped", "kind": "crashed", "reason": f"{e['path']}: the worker processing it died ({why}); the rest of the batch went on"}
+
+def run_isolated(tasks:list, workers:int, on_result=None) -> list[dict]:
+    "Run each task in its own worker process, `workers` at a time; a worker that dies costs only its task."
+    from multiprocessing.connection import wait
+    ctx, todo, running, out = _pool_context(), list(tasks), {}, []
+    child = importlib.import_module("dfworkbench.faces")._child          # the module's, also when called from a notebook
+    while todo or running:
+        while todo and len(running) < workers:
+            a = todo.pop(0); r, w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=child, args=(a, w, os.getpid()), daemon=True); p.start(); w.close()
+            running[p.sentinel] = (p, r, a)
+        for s in wait(list(running)):
+            p, r, a = running.pop(s)
+            try: res = r.recv() if r.poll() else None
+            except EOFError: res = None                                  # died before sending
+            p.join(); r.close()
+            out.append(res if res is not None else _crashed(a, p.exitcode))
+            if on_result: on_result(out[-1])
+    return out
+
 # %% ../nbs/03_faces.ipynb #cfda3dca
-def run_preprocess(src, dst, job:PreprocessJob|None=None, workers:int=2, progress:bool=True) -> dict:
-    "Crop every video of `src` into `dst` in parallel; returns (and writes) the manifest with the skips."
-    from concurrent.futures import ProcessPoolExecutor
+class OutputBusy(DFWError):
+    "Another `dfw preprocess` is writing the same output folder."
+
+def output_lock(dst:Path):
+    "Lock `dst` for this run (released when the process ends, even if killed), or raise `OutputBusy`."
+    lock = open(Path(dst)/".lock", "a+")
+    try: import fcntl
+    except ImportError: return lock                                  # no advisory locks here (Windows)
+    try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0); who = lock.read().strip(); lock.close()
+        raise OutputBusy(f"{dst} is being written by another `dfw preprocess` ({who or 'pid unknown'}); wait for it to finish or use another output folder") from None
+    lock.seek(0); lock.truncate(); lock.write(f"pid {os.getpid()}"); lock.flush()
+    return lock
+
+# %% ../nbs/03_faces.ipynb #13d65128
+def check_settings(dst:Path, job:PreprocessJob) -> dict:
+    "Record `job`'s settings in dst/job.json on the first run; refuse a run whose settings differ from the crops already there."
+    new, f = {k: getattr(job, k) for k in SETTINGS}, Path(dst)/"job.json"
+    if f.exists(): old = load_json(f, "job.json (delete it if DST holds no crops)")
+    else:                                      # a first run, or crops made before job.json existed: their meta.json says how
+        m = next((p for p in Path(dst).glob("**/meta.json") if ".tmp-" not in str(p)), None)
+        old = {**new, **{k: v for k, v in load_json(m).get("job", {}).items() if k in SETTINGS}} if m else new
+    diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} asked" for k in SETTINGS if old.get(k) != new[k]]
+    check(not diff, f"{dst} holds crops made with other settings ({'; '.join(diff)}); rerun with the same settings, or use another output folder")
+    if not f.exists(): atomic_write_json(f, new)
+    return new
+
+# %% ../nbs/03_faces.ipynb #400404de
+def run_preprocess(src, dst, job:PreprocessJob|None=None, workers:int=2, progress:bool=True, isolate:bool=True, **read_kw) -> dict:
+    "Crop every item of `src` into `dst` (one process per item unless `isolate=False`); returns (and writes) the manifest."
     from tqdm.auto import tqdm
-    job, dst = job or PreprocessJob(), Path(dst); dst.mkdir(parents=True, exist_ok=True)
-    get_preset(job.preset); check(job.fmt in ("png", "avi"), f"unknown format {job.fmt!r}: png or avi")
+    job, dst = (job or PreprocessJob()).check(), Path(dst)
+    check(isinstance(workers, int) and workers >= 1, f"workers must be an integer >= 1, got {workers!r}")
     job.model = str(resolve_asset("face_landmarker", job.model))         # a missing model stops the batch at once
-    entries, old = read_dataset(src), _previous_no_face(dst)
-    reused = {e.video_id: r for e in entries if (r := _reuse(e, old))}
-    todo = [(e.to_dict(), str(dst), asdict(job)) for e in entries if e.video_id not in reused]
-    work = importlib.import_module("dfworkbench.faces")._job              # the module's, also when called from a notebook
-    bar = tqdm(total=len(todo), desc="preprocess", unit="video", disable=not progress)
-    results = list(reused.values())
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=_pool_context()) as ex:
-            for r in ex.map(work, todo): results.append(r); bar.update()
-    else:
-        for a in todo: results.append(work(a)); bar.update()
-    bar.close()
-    return _write_manifest(dst, entries, results, src, job)
+    entries = read_dataset(src, **read_kw)
+    check(entries, f"{src}: no videos or images here (videos: {' '.join(VIDEO_EXTS)}; images: {' '.join(IMAGE_EXTS)})")
+    dirs = {}
+    for e in entries: d = video_dir(dst, e.video_id); check(d not in dirs, f"{e.video_id!r} and {dirs.get(d)!r} would share {d}"); dirs[d] = e.video_id
+    dst.mkdir(parents=True, exist_ok=True)
+    with output_lock(dst):
+        check_settings(dst, job)
+        old = _previous_no_face(dst)
+        reused = {e.video_id: r for e in entries if (r := _reuse(e, old))}
+        todo = [(e.to_dict(), str(dst), asdict(job)) for e in entries if e.video_id not in reused]
+        bar = tqdm(total=len(todo), desc="preprocess", unit="item", disable=not progress)
+        if isolate: results = run_isolated(todo, workers, lambda r: bar.update())
+        else:
+            work, results = importlib.import_module("dfworkbench.faces")._job, []   # the module's, also from a notebook
+            for a in todo: results.append(work(a)); bar.update()
+        bar.close()
+        order = {e.video_id: i for i, e in enumerate(entries)}                # the source's order, whoever finished first
+        results = sorted(list(reused.values()) + results, key=lambda r: order[r["video_id"]])
+        return _write_manifest(dst, entries, results, src, job)
+
+# %% ../nbs/03_faces.ipynb #d37206c6
+LABEL_NAMES = {0: "real", 1: "fake", -1: "unlabelled"}
+
+def loss_table(videos:list, skipped:list) -> dict:
+    "Per label: items ready, items skipped, the skip rate and the skips by kind."
+    out = {}
+    for lab, name in LABEL_NAMES.items():
+        ready = sum(v["entry"]["label"] == lab for v in videos); sk = [s for s in skipped if s.get("label") == lab]
+        if ready or sk:
+            kinds = {k: sum(s.get("kind") == k for s in sk) for k in sorted({s.get("kind", "?") for s in sk})}
+            out[name] = {"ready": ready, "skipped": len(sk), "rate": round(len(sk) / (ready + len(sk)), 4), "kinds": kinds}
+    return out
+
+def skip_warning(losses:dict, max_gap:float=0.05) -> str|None:
+    "A warning when real and fake items are skipped at rates more than `max_gap` apart, else None."
+    if not {"real", "fake"} <= set(losses): return None
+    r, f = losses["real"]["rate"], losses["fake"]["rate"]
+    if abs(r - f) <= max_gap: return None
+    return (f"WARNING: {r:.0%} of real and {f:.0%} of fake items were skipped: what is left is not balanced as the source "
+            f"was, so scores on it are biased. Fix the skipped items (see the reasons) before comparing detectors.")
+
+# %% ../nbs/03_faces.ipynb #4a068ac7
+def _scan(dst:Path, entries:list) -> list:
+    "Manifest rows of every finished item under `dst` that is not one of `entries` (they are added afresh)."
+    ids, out = {e.video_id for e in entries}, []
+    for f in sorted(dst.glob("**/meta.json")):
+        if ".tmp-" in str(f): continue
+        d = json.loads(f.read_text())
+        if d["video_id"] not in ids:
+            out.append({k: d[k] for k in ("video_id", "dir", "n_frames", "n_sampled", "frame_idx")}
+                       | {"rel": f.parent.relative_to(dst).as_posix(), "entry": d["entry"], "notes": d.get("notes", [])})
+    return out
 
 # %% ../nbs/03_faces.ipynb #3668ca04
 def _write_manifest(dst:Path, entries:list, results:list, src, job:PreprocessJob) -> dict:
-    "Gather meta.json of every finished video of `entries` and this run's skips into dst/manifest.json."
-    videos = []
+    "Merge this run into dst/manifest.json: every finished item in dst (earlier sources kept), the skips, the losses."
+    m = dst/"manifest.json"
+    try: old = json.loads(m.read_text()) if m.exists() else {}
+    except ValueError: old = {"videos": _scan(dst, entries)}                  # a damaged manifest: rebuilt from the crops' meta.json
+    ids = {e.video_id for e in entries}
+    videos = [v for v in old.get("videos", []) if v["video_id"] not in ids and (dst/v["rel"]/"meta.json").exists()]
     for e in entries:
-        m = video_dir(dst, e.video_id)/"meta.json"
-        if m.exists():
-            d = json.loads(m.read_text())
+        f = video_dir(dst, e.video_id)/"meta.json"
+        if f.exists() and (d := json.loads(f.read_text()))["video_id"] == e.video_id:
             videos.append({k: d[k] for k in ("video_id", "dir", "n_frames", "n_sampled", "frame_idx")}
-                          | {"rel": m.parent.relative_to(dst).as_posix(), "entry": d["entry"]})
-    skipped = [r for r in results if r["status"] == "skipped"]
-    man = {"src": str(src), "job": asdict(job), "videos": videos, "skipped": skipped,
+                          | {"rel": f.parent.relative_to(dst).as_posix(), "entry": d["entry"], "notes": d.get("notes", [])})
+    done = {v["video_id"] for v in videos}
+    skipped = [s for s in old.get("skipped", []) if s["video_id"] not in ids | done] + [r for r in results if r["status"] == "skipped"]
+    man = {"src": str(src), "sources": list(dict.fromkeys(old.get("sources", []) + [str(src)])), "job": asdict(job),
+           "videos": videos, "skipped": skipped, "losses": loss_table(videos, skipped),
            "counts": {s: sum(r["status"] == s for r in results) for s in ("done", "exists", "skipped")}}
-    atomic_write_json(dst/"manifest.json", man)
+    atomic_write_json(m, man)
     return man
 
 # %% ../nbs/03_faces.ipynb #55af95e6
+def _at_least(lo:int):
+    "An argparse type: an integer >= `lo` (else a usage error, exit 2)."
+    def f(s):
+        try: v = int(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+        if v < lo: raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+    return f
+
 def preprocess_parser(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Add the arguments of `dfw preprocess SRC DST` to `p`."
-    p.add_argument("src", help="a folder of videos (real/ fake/, FF++, Celeb-DF-v2, DFDC layouts) or a manifest (.csv path,label,split or DeepfakeBench .json)")
-    p.add_argument("dst", help="output folder: one folder per video id, plus manifest.json")
+    p.add_argument("src", help="a folder of videos or images (real/ fake/, FF++, Celeb-DF-v2, DFDC layouts) or a manifest (.csv path,label,split or DeepfakeBench .json)")
+    p.add_argument("dst", help="output folder: one folder per item, plus manifest.json; reruns add to it")
     p.add_argument("--preset", default="lntuning", choices=sorted(CROP_PRESETS), help="crop preset (default lntuning: 256 px, margin 1.3)")
-    p.add_argument("--frames", type=int, default=32, help="frames per video, evenly spread; 0 = every frame (default 32)")
+    p.add_argument("--frames", type=_at_least(0), default=32, help="frames per video, evenly spread; 0 = every frame (default 32)")
     p.add_argument("--format", dest="fmt", default="png", choices=["png", "avi"], help="png frames or one lossless FFV1 .avi per video")
     p.add_argument("--parts", action="store_true", help="also write part masks (parts.npy)")
-    p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
-    p.add_argument("--num-faces", type=int, default=2, help="faces to look for before choosing the main one")
-    p.add_argument("--smooth", type=int, default=2, help="landmark smoothing window in frames (0 = off)")
+    p.add_argument("--workers", type=_at_least(1), default=2, help="parallel worker processes (default 2)")
+    p.add_argument("--num-faces", type=_at_least(1), default=2, help="faces to look for before choosing the main one")
+    p.add_argument("--smooth", type=_at_least(0), default=2, help="landmark smoothing window in frames (0 = off)")
+    p.add_argument("--no-tiles", dest="tiles", action="store_false", help="do not look for small faces on tiles")
+    p.add_argument("--compression", default="c23", help="FF++ / DeepfakeBench compression level (default c23)")
     p.add_argument("--model", default=None, help="path to face_landmarker.task (default: the asset resolver)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any video was skipped")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any item was skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 # %% ../nbs/03_faces.ipynb #9b46421b
-def preprocess_command(args) -> int:
-    "Run `dfw preprocess` from parsed `args`; print the report; return the exit code."
-    job = PreprocessJob(args.frames, args.preset, args.fmt, args.parts, args.num_faces, args.smooth, args.model)
-    try: man = run_preprocess(args.src, args.dst, job, args.workers, progress=not args.quiet)
-    except DFWError as e: print(f"dfw preprocess: {e}", file=sys.stderr); return 2
-    c = man["counts"]
-    print(f"{len(man['videos'])} videos ready in {args.dst} ({c['done']} new, {c['exists']} already done), {len(man['skipped'])} skipped")
+def report(man:dict, dst) -> str:
+    "The printed report of a `dfw preprocess` run: counts, losses per label, every skip and note, the warning."
+    c, L = man["counts"], man["losses"]
+    out = [f"{len(man['videos'])} items ready in {dst} ({c['done']} new, {c['exists']} already done), {len(man['skipped'])} skipped"]
+    if L: out.append("  by label: " + "; ".join(f"{n} {v['ready']} ready, {v['skipped']} skipped ({v['rate']:.0%})"
+                                                 + (f" [{', '.join(f'{k} {m}' for k, m in v['kinds'].items())}]" if v["kinds"] else "")
+                                                 for n, v in L.items()))
     for s in man["skipped"]:
         why = s["reason"].removeprefix(f"{s['path']}: ")
-        print(f"  skipped {s['path']}: {why}{' (file unchanged since the last run)' if s.get('reused') else ''}")
+        out.append(f"  skipped {s['path']}: {why}{' (file unchanged since the last run)' if s.get('reused') else ''}")
+    out += [f"  note {v['entry']['path']}: {n}" for v in man["videos"] for n in v.get("notes", [])]
+    if (w := skip_warning(L)): out.append(w)
+    return "\n".join(out)
+
+def preprocess_command(args) -> int:
+    "Run `dfw preprocess` from parsed `args`; print the report; return the exit code."
+    job = PreprocessJob(args.frames, args.preset, args.fmt, args.parts, args.num_faces, args.smooth, args.model, args.tiles)
+    try: man = run_preprocess(args.src, args.dst, job, args.workers, progress=not args.quiet, compression=args.compression)
+    except DFWError as e: print(f"dfw preprocess: {e}", file=sys.stderr); return 2
+    print(report(man, args.dst))
     return 1 if args.strict and man["skipped"] else 0
 
 def main(argv=None) -> int:
     "`python -m dfworkbench.faces preprocess SRC DST ...`"
     p = argparse.ArgumentParser(prog="python -m dfworkbench.faces")
-    preprocess_parser(p.add_subparsers(dest="cmd", required=True).add_parser("preprocess", help="aligned face crops of videos"))
+    preprocess_parser(p.add_subparsers(dest="cmd", required=True).add_parser("preprocess", help="aligned face crops of videos and images"))
     return preprocess_command(p.parse_args(argv))
 
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())  # run as a module, not when a notebook runs this cell

@@ -11,17 +11,19 @@ from pathlib import Path
 from .core import DFWError, check
 
 # %% auto #0
-__all__ = ['VIDEO_EXTS', 'FFPP_METHODS', 'CELEBDF_FOLDERS', 'READERS', 'VideoEntry', 'parse_label', 'is_video', 'list_videos',
-           'read_folder', 'read_csv', 'ffpp_splits', 'read_ffpp', 'read_celebdf', 'read_dfdc', 'read_deepfakebench',
-           'read_preprocessed', 'read_unlabelled', 'detect_layout', 'read_dataset']
+__all__ = ['VIDEO_EXTS', 'IMAGE_EXTS', 'FFPP_METHODS', 'CELEBDF_FOLDERS', 'READERS', 'VideoEntry', 'parse_label', 'is_video',
+           'is_image', 'list_videos', 'media_id', 'read_folder', 'read_csv', 'load_json', 'ffpp_splits', 'read_ffpp',
+           'read_celebdf', 'read_dfdc', 'read_deepfakebench', 'read_preprocessed', 'read_unlabelled', 'detect_layout',
+           'read_dataset']
 
 # %% ../nbs/02a_readers.ipynb #010f1f15
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")  # what counts as a video file
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")                             # still images: one-frame items
 
 @dataclass(frozen=True)
 class VideoEntry:
-    "One video of a dataset: where it is, what it is, and an id that names it uniquely."
-    path: Path           # the video file (or the frame folder when `frames` is given)
+    "One video (or still image) of a dataset: where it is, what it is, and an id that names it uniquely."
+    path: Path           # the video or image file (or the frame folder when `frames` is given)
     label: int           # 0 real, 1 fake, -1 unknown
     video_id: str        # unique in the dataset; includes source and method (never just a stem)
     split: str = ""      # train | val | test | "" (unsplit)
@@ -32,11 +34,12 @@ class VideoEntry:
     def to_dict(self) -> dict: return {**asdict(self), "path": str(self.path), "frames": [str(f) for f in self.frames]}
 
 # %% ../nbs/02a_readers.ipynb #ea2a70f3
-_LABELS = {"0": 0, "real": 0, "original": 0, "pristine": 0, "1": 1, "fake": 1, "manipulated": 1, "-1": -1, "": -1}
+_LABELS = {"0": 0, "real": 0, "original": 0, "pristine": 0, "1": 1, "fake": 1, "manipulated": 1, "-1": -1, "unknown": -1}
 
 def parse_label(x) -> int:
     "0 real / 1 fake / -1 unknown from an int or a word such as 'REAL', 'fake', 'original'."
     k = str(x).strip().lower()
+    check(k, "empty label: write 0/1 or real/fake (or -1 for unknown)")
     check(k in _LABELS, f"unknown label {x!r}: use 0/1, real/fake (or -1 for unknown)")
     return _LABELS[k]
 
@@ -45,10 +48,19 @@ def is_video(p:Path) -> bool:
     "Whether `p` has a video file extension (the file need not exist)."
     return Path(p).suffix.lower() in VIDEO_EXTS
 
-def list_videos(root:Path) -> list[Path]:
-    "Every video file under `root`, sorted, hidden files and folders left out."
-    root = Path(root)
-    return sorted(p for p in root.rglob("*") if is_video(p) and not any(s.startswith(".") for s in p.relative_to(root).parts))
+def is_image(p:Path) -> bool:
+    "Whether `p` has a still-image extension (jpg, png, webp, bmp)."
+    return Path(p).suffix.lower() in IMAGE_EXTS
+
+def list_videos(root:Path, images:bool=True) -> list[Path]:
+    "Every video (and, with `images`, still image) under `root`, sorted, hidden files and folders left out."
+    root = Path(root); ok = lambda p: is_video(p) or (images and is_image(p))
+    return sorted(p for p in root.rglob("*") if ok(p) and not any(s.startswith(".") for s in p.relative_to(root).parts))
+
+def media_id(rel:Path) -> str:
+    "The id part of a relative path: a video loses its extension, an image keeps it ('a.jpg' and 'a.png' are two items)."
+    rel = Path(rel)
+    return (rel if is_image(rel) else rel.with_suffix("")).as_posix()
 
 def _check_unique(entries:list) -> list:
     "Raise if two entries share a video id (the grouping key of video-level metrics)."
@@ -60,32 +72,40 @@ def _check_unique(entries:list) -> list:
 
 # %% ../nbs/02a_readers.ipynb #c600e1a3
 def read_folder(root, source:str|None=None) -> list[VideoEntry]:
-    "Videos under `root/real` (label 0) and `root/fake` (label 1); a sub-folder of fake/ names the family."
+    "Videos and images under `root/real` (label 0) and `root/fake` (label 1); a sub-folder of fake/ names the family."
     root = Path(root); source = source or root.name
     check((root/"real").is_dir() or (root/"fake").is_dir(), f"{root} has neither a real/ nor a fake/ folder")
     out = []
     for lab, sub in ((0, "real"), (1, "fake")):
         if not (root/sub).is_dir(): continue
         for p in list_videos(root/sub):
-            rel = p.relative_to(root).with_suffix("")
+            rel = p.relative_to(root)
             fam = "real" if lab == 0 else (rel.parts[1] if len(rel.parts) > 2 else "fake")
-            out.append(VideoEntry(p, lab, f"{source}/{rel.as_posix()}", "", source, fam))
+            out.append(VideoEntry(p, lab, f"{source}/{media_id(rel)}", "", source, fam))
     return _check_unique(out)
 
 # %% ../nbs/02a_readers.ipynb #1fdc1140
+def _read_text(path, what:str="file") -> str:
+    "The UTF-8 text of `path` (a byte-order mark dropped), or one error naming the file and the fix."
+    try: return Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DFWError(f"{path}: not UTF-8 text (byte {e.start}); save the {what} as UTF-8") from None
+
 def read_csv(path, source:str|None=None) -> list[VideoEntry]:
     "Rows of a CSV with columns path,label[,split,video_id,family]; relative paths are relative to the CSV."
     path = Path(path); source = source or path.stem
-    with open(path, newline="") as f: rows = list(csv.DictReader(f))
+    try: rows = list(csv.DictReader(_read_text(path, "CSV").splitlines()))
+    except csv.Error as e: raise DFWError(f"{path}: not a readable CSV ({e})") from None
     check(rows and {"path", "label"} <= set(rows[0]), f"{path}: needs a header with at least 'path,label'")
     out = []
     for i, r in enumerate(rows, 2):
+        check(None not in r and None not in r.values(), f"{path}, line {i}: not as many cells as the header ({','.join(k for k in rows[0] if k)})")
         check(r["path"].strip(), f"{path}, line {i}: empty path")
         p = Path(r["path"].strip()); p = p if p.is_absolute() else path.parent/p
         try: lab = parse_label(r["label"])
         except DFWError as e: raise DFWError(f"{path}, line {i}: {e}") from None
-        rel = Path(r["path"].strip()).with_suffix(""); rel = rel.relative_to(rel.anchor) if rel.is_absolute() else rel
-        vid = (r.get("video_id") or "").strip() or f"{source}/{rel.as_posix()}"
+        rel = Path(r["path"].strip()); rel = rel.relative_to(rel.anchor) if rel.is_absolute() else rel
+        vid = (r.get("video_id") or "").strip() or f"{source}/{media_id(rel)}"
         fam = (r.get("family") or "").strip() or ("real" if lab == 0 else "fake" if lab == 1 else "")
         out.append(VideoEntry(p, lab, vid, (r.get("split") or "").strip(), source, fam))
     return _check_unique(out)
@@ -93,13 +113,23 @@ def read_csv(path, source:str|None=None) -> list[VideoEntry]:
 # %% ../nbs/02a_readers.ipynb #75c247be
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")  # the four classic manipulations
 
+def load_json(path, what:str="JSON file"):
+    "Parse the JSON file `path`, or one error naming it, the line and the fix."
+    try: return json.loads(_read_text(path, what))
+    except json.JSONDecodeError as e: raise DFWError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); fix the {what}") from None
+
 def ffpp_splits(split_dir) -> dict[str, str]:
     "Map each FF++ video stem (real '000' and fake '000_003') to its split, from the official JSON pairs."
     out = {}
     for split in ("train", "val", "test"):
         f = Path(split_dir)/f"{split}.json"
         if not f.exists(): continue
-        for a, b in json.loads(f.read_text()):
+        pairs = load_json(f, "FF++ split file")
+        check(isinstance(pairs, list), f"{f}: an FF++ split file is a list of pairs [[\"071\", \"054\"], ...]")
+        for k, pair in enumerate(pairs):
+            check(isinstance(pair, list) and len(pair) == 2 and all(isinstance(s, str) for s in pair),
+                  f"{f}: entry {k} must be a pair of video ids such as [\"071\", \"054\"], got {pair!r}")
+            a, b = pair
             for stem in (a, b, f"{a}_{b}", f"{b}_{a}"): out[stem] = split
     return out
 
@@ -126,10 +156,12 @@ def read_celebdf(root, list_file=None, source:str="Celeb-DF-v2", include_train:b
     root = Path(root); lf = Path(list_file) if list_file else root/"List_of_testing_videos.txt"
     check(lf.is_file(), f"{lf}: Celeb-DF-v2 test list not found (List_of_testing_videos.txt)")
     out, listed = [], set()
-    for i, line in enumerate(lf.read_text().splitlines(), 1):
+    for i, line in enumerate(_read_text(lf, "list").splitlines(), 1):
         if not line.strip(): continue
-        flag, rel = line.split(maxsplit=1)
-        check(flag in ("0", "1"), f"{lf}, line {i}: flag must be 0 (fake) or 1 (real), got {flag!r}")
+        parts = line.split(maxsplit=1)
+        check(len(parts) == 2 and parts[0] in ("0", "1"),
+              f"{lf}, line {i}: expected '<flag> <folder>/<file>' with flag 0 (fake) or 1 (real), got {line.strip()!r}")
+        flag, rel = parts
         rel = Path(rel.strip()); listed.add(rel.as_posix())
         out.append(VideoEntry(root/rel, 1 - int(flag), f"{source}/{rel.with_suffix('').as_posix()}", "test", source,
                               "real" if flag == "1" else rel.parts[0]))
@@ -150,8 +182,12 @@ def read_dfdc(root, source:str="DFDC") -> list[VideoEntry]:
     check(metas, f"{root}: no metadata.json here or in its sub-folders (DFDC layout)")
     out = []
     for m in metas:
-        for name, d in sorted(json.loads(m.read_text()).items()):
-            lab = parse_label(d.get("label", ""))
+        meta = load_json(m, "DFDC metadata")
+        check(isinstance(meta, dict), f"{m}: DFDC metadata is an object {{\"<file>.mp4\": {{\"label\": \"FAKE\", ...}}}}")
+        for name, d in sorted(meta.items()):
+            check(isinstance(d, dict) and "label" in d, f"{m}: {name!r} needs an object with a \"label\" (REAL or FAKE), got {d!r}")
+            try: lab = parse_label(d["label"])
+            except DFWError as e: raise DFWError(f"{m}: {name!r}: {e}") from None
             out.append(VideoEntry(m.parent/name, lab, f"{source}/{Path(name).stem}", d.get("split", ""), source,
                                   "real" if lab == 0 else "dfdc"))
     return _check_unique(out)
@@ -162,27 +198,42 @@ def _frame_key(p:str):
     s = Path(p).stem
     return (0, int(s), s) if s.isdigit() else (1, 0, s)
 
-def _dfb_videos(node:dict, compression:str) -> dict:
+def _dfb_videos(node, compression:str, where:str) -> dict:
     "The {video: info} level of a DeepfakeBench split node, stepping into `compression` when present."
+    check(isinstance(node, dict), f"{where}: expected an object of videos (or of compression levels), got {type(node).__name__}")
     if node and all(isinstance(v, dict) and "frames" in v for v in node.values()): return node
     return node.get(compression, {})
+
+def _dfb_frames(info, where:str) -> list:
+    "The frame list of one DeepfakeBench video entry, checked."
+    fr = info.get("frames") if isinstance(info, dict) else None
+    check(isinstance(fr, list) and all(isinstance(f, str) for f in fr),
+          f"{where}: \"frames\" must be a list of image paths, got {fr!r:.60}")
+    return fr
 
 # %% ../nbs/02a_readers.ipynb #1a451e12
 def read_deepfakebench(json_path, root=None, label_dict:dict|None=None, compression:str="c23") -> list[VideoEntry]:
     "Videos of a DeepfakeBench dataset JSON as frame lists; relative frame paths resolve against `root`."
     json_path = Path(json_path); root = Path(root) if root else json_path.parent
-    data = json.loads(json_path.read_text())
-    check(isinstance(data, dict) and len(data) >= 1, f"{json_path}: not a DeepfakeBench dataset JSON")
-    out = []
+    data, out, levels = load_json(json_path, "DeepfakeBench JSON"), [], set()
+    shape = '{"<dataset>": {"<label>": {"<split>": {["c23": ]{"<video>": {"frames": [...]}}}}}}'
+    check(isinstance(data, dict) and data, f"{json_path}: not a DeepfakeBench dataset JSON, which looks like {shape}")
     for ds, by_label in data.items():
+        check(isinstance(by_label, dict), f"{json_path}: key {ds!r} must hold labels, as in {shape}")
         for lab_str, by_split in by_label.items():
+            check(isinstance(by_split, dict), f"{json_path}: key {ds}/{lab_str} must hold splits, as in {shape}")
             for split, node in by_split.items():
-                for vid, info in _dfb_videos(node, compression).items():
+                where = f"{json_path}: key {ds}/{lab_str}/{split}"
+                levels |= {k for k, v in node.items() if isinstance(v, dict) and "frames" not in v} if isinstance(node, dict) else set()
+                for vid, info in _dfb_videos(node, compression, where).items():
+                    fr = _dfb_frames(info, f"{where}/{vid}")
                     s = info.get("label", lab_str)
+                    check(not label_dict or s in label_dict, f"{where}/{vid}: label {s!r} is not in label_dict {sorted(label_dict or {})}")
                     lab = label_dict[s] if label_dict else (0 if "real" in s.lower() else 1)
-                    frames = tuple(Path(f) if Path(f).is_absolute() else root/f for f in sorted(info["frames"], key=_frame_key))
+                    frames = tuple(Path(f) if Path(f).is_absolute() else root/f for f in sorted(fr, key=_frame_key))
                     path = frames[0].parent if frames else root
                     out.append(VideoEntry(path, int(lab), f"{ds}/{lab_str}/{vid}", split, ds, "real" if lab == 0 else s, frames))
+    check(out, f"{json_path}: no videos at compression {compression!r}" + (f"; it holds {', '.join(sorted(levels))}: choose one of those" if levels else ""))
     return _check_unique(out)
 
 # %% ../nbs/02a_readers.ipynb #53bc2c23
@@ -190,7 +241,7 @@ def read_preprocessed(path) -> list[VideoEntry]:
     "The cropped videos of a `dfw preprocess` output folder (or its manifest.json), ids and labels kept."
     m = Path(path); m = m/"manifest.json" if m.is_dir() else m
     check(m.is_file(), f"{m}: no manifest.json (made by `dfw preprocess SRC DST`)")
-    man = json.loads(m.read_text()); check("videos" in man, f"{m}: not a `dfw preprocess` manifest")
+    man = load_json(m, "manifest"); check(isinstance(man, dict) and "videos" in man, f"{m}: not a `dfw preprocess` manifest")
     out = []
     for v in man["videos"]:
         d, e = m.parent/v["rel"], v["entry"]                               # relative: the folder may have moved
@@ -200,9 +251,9 @@ def read_preprocessed(path) -> list[VideoEntry]:
 
 # %% ../nbs/02a_readers.ipynb #3a945fb1
 def read_unlabelled(root, source:str|None=None) -> list[VideoEntry]:
-    "Every video under `root` with label -1 and an id from its relative path."
+    "Every video and image under `root` with label -1 and an id from its relative path."
     root = Path(root); source = source or root.name
-    return _check_unique([VideoEntry(p, -1, f"{source}/{p.relative_to(root).with_suffix('').as_posix()}", "", source, "")
+    return _check_unique([VideoEntry(p, -1, f"{source}/{media_id(p.relative_to(root))}", "", source, "")
                           for p in list_videos(root)])
 
 def detect_layout(path) -> str:
@@ -227,4 +278,5 @@ def read_dataset(path, layout:str="auto", **kw) -> list[VideoEntry]:
     "Read `path` with the reader of `layout` (auto: `detect_layout`); keyword arguments go to the reader."
     layout = detect_layout(path) if layout == "auto" else layout
     check(layout in READERS, f"unknown layout {layout!r}: choose one of {', '.join(READERS)}")
+    if "compression" in kw and layout not in ("ffpp", "deepfakebench"): kw.pop("compression")   # only these two have levels
     return READERS[layout](path, **kw)

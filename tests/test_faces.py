@@ -60,9 +60,47 @@ def test_no_face_and_truncated(tmp_path):
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(video("pexels_face.mp4").read_bytes()[:800_000])
     with pytest.raises(VideoError, match="truncated"): extract_faces(cut, 8)
-    with pytest.raises(VideoError, match="truncated"): extract_faces(cut, 8, max_memory_mb=0)   # streaming path
     (tmp_path / "junk.mp4").write_bytes(os.urandom(3000))
-    with pytest.raises(VideoError, match="junk.mp4: OpenCV cannot open"): extract_faces(tmp_path / "junk.mp4", 8)
+    with pytest.raises(VideoError, match="junk.mp4: cannot be opened as a video"): extract_faces(tmp_path / "junk.mp4", 8)
+
+
+def _scaled_video(path, out, size, at, frame=(1920, 1080), n=None):
+    "Write `path`'s frames resized to `size` (w, h) at `at` (x, y) in a grey frame, as mp4v."
+    w = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30, frame)
+    cap = cv2.VideoCapture(str(path)); k = 0
+    while n is None or k < n:
+        ok, f = cap.read()
+        if not ok: break
+        g = np.full((frame[1], frame[0], 3), 90, np.uint8)
+        g[at[1]:at[1] + size[1], at[0]:at[0] + size[0]] = cv2.resize(f, size, interpolation=cv2.INTER_AREA)
+        w.write(g); k += 1
+    w.release(); return out
+
+
+def test_small_face_in_1080p_found_on_tiles(tmp_path):
+    src = _scaled_video(video("talking_face.mp4"), tmp_path / "small.mp4", (427, 240), (1300, 640))   # face ~100 px, off centre
+    c = extract_faces(src, 20)
+    assert len(c.frames) >= 0.95 * c.n_sampled and c.n_sampled == 20
+    assert eye_error(c).max() < 4                                        # px in the 256-px crop
+    width = np.ptp(c.landmarks[0][:, 0]) / np.sqrt(abs(np.linalg.det(c.M[0][:, :2])))
+    assert 85 < width < 120                                              # the face is about 100 px wide in the frame
+    with pytest.raises(NoFaceError): extract_faces(src, 4, tiles=False)  # the full frame alone finds nothing
+
+
+def test_tiny_video_kept_with_a_note(tmp_path):
+    src = _scaled_video(video("talking_face.mp4"), tmp_path / "tiny.mp4", (96, 54), (0, 0), frame=(96, 54), n=12)
+    c = extract_faces(src, 4)
+    assert any("upscaled" in n for n in c.notes), c.notes
+
+
+def test_truncated_tail_kept_with_a_note(tmp_path):
+    from dfworkbench.faces import probe_video
+    p = video("pexels_face.mp4"); data = p.read_bytes()
+    cut = tmp_path / "tail.mp4"; cut.write_bytes(data[:int(len(data) * 0.96)])
+    info = probe_video(cut)
+    assert 0.9 * info.n_header <= info.n_frames < info.n_header
+    c = extract_faces(cut, 4)
+    assert any("truncated near its end" in n for n in c.notes), c.notes
 
 
 def test_sbi_on_real_crops(crops):
@@ -139,10 +177,25 @@ def test_self_blend_is_identity_outside_mask():
     assert (fake[mask == 0] == img[mask == 0]).all() and mask[32, 32] > 0
 
 
-def test_two_pass_decoding_matches(crops):
+@pytest.mark.parametrize("name", ["pexels_face.mp4", "talking_face.mp4", "no_face.mp4"])
+def test_sparse_decoding_is_frame_exact(name):
+    from dfworkbench.faces import iter_frames, probe_video, sample_indices
+    p = video(name)
+    n = probe_video(p).n_frames
+    pick = sample_indices(n, 32)
+    sparse = dict(iter_frames(p, pick))
+    assert sorted(sparse) == pick.tolist()
+    seen = 0
+    for i, f in iter_frames(p):                                      # a full decode, streamed
+        if i in sparse: assert (f == sparse[i]).all(), f"frame {i} differs"; seen += 1
+    assert seen == len(pick) and i == n - 1
+
+
+def test_crops_are_the_frames_warped_by_M(crops):
     c = crops["pexels_face.mp4"]
-    c2 = extract_faces(video("pexels_face.mp4"), 12, "lntuning", max_memory_mb=0)   # frames not kept: decoded twice
-    assert (c2.frames == c.frames).all() and np.allclose(c2.landmarks, c.landmarks) and (c2.frame_idx == c.frame_idx).all()
+    full, _ = read_frames(video("pexels_face.mp4"), c.frame_idx)
+    rewarp = np.stack([cv2.warpAffine(f, m, (256, 256), flags=cv2.INTER_LINEAR) for f, m in zip(full, c.M)])
+    assert np.abs(rewarp.astype(int) - c.frames).max() <= 1                  # float32 M rounding only
 
 
 def test_sbi_pairs_one_video_becomes_a_training_set(crops):
@@ -154,3 +207,29 @@ def test_sbi_pairs_one_video_becomes_a_training_set(crops):
     for p in pairs:
         assert p.frames.shape == (4, 256, 256, 3) and p.parts.shape == p.manip.shape == (4, 256, 256)
         assert (p.manip.max() > 0) == (p.label == 1) and p.meta["family"] == ("sbi" if p.label else "real")
+
+
+def test_dense_frames_smoothed_and_decoded_twice():
+    c = extract_faces(video("talking_face.mp4"), None, "lntuning", frame_idx=range(8))
+    assert c.frame_idx.tolist() == list(range(8)) and c.frames.shape == (8, 256, 256, 3)
+    raw = extract_faces(video("talking_face.mp4"), None, "lntuning", smooth=0, frame_idx=range(8))
+    assert not np.allclose(c.M, raw.M)                                     # smoothing moved the crops
+    full, _ = read_frames(video("talking_face.mp4"), range(8))
+    rewarp = np.stack([cv2.warpAffine(f, m, (256, 256), flags=cv2.INTER_LINEAR) for f, m in zip(full, c.M)])
+    assert np.abs(rewarp.astype(int) - c.frames).max() <= 1
+
+
+def test_stills_become_one_frame_records(tmp_path):
+    from dfworkbench.data import FrameDataset
+    from dfworkbench.faces import crop_records
+    f, _ = read_frames(video("pexels_face.mp4"), [100])
+    for ext in ("jpg", "png", "webp", "bmp"):
+        cv2.imwrite(str(tmp_path / f"face.{ext}"), f[0][:, :, ::-1])
+        c = extract_faces(tmp_path / f"face.{ext}")
+        assert c.n_sampled == 1 and c.frames.shape == (1, 256, 256, 3) and c.frame_idx.tolist() == [0]
+        assert eye_error(c).max() < 6 and (c.parts()[0] == PARTS.index("lips")).any()
+    recs = crop_records(c, "stills/face.bmp", label=0, clip_len=1)
+    ds = FrameDataset(recs, per_clip=1)
+    assert len(ds) == 1 and ds[0].frames.shape == (1, 256, 256, 3) and ds[0].parts.shape == (1, 256, 256)
+    frames = [tmp_path / f"face.{e}" for e in ("jpg", "png")]                 # a frame folder (DeepfakeBench)
+    assert extract_faces(frames, 32).frame_idx.tolist() == [0, 1]

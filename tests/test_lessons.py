@@ -13,6 +13,8 @@ BASELINE = data_dir() / "regression" / "baseline.json"
 def test_lesson(nb, tmp_path):
     res = run_lesson(nb, tmp_path / nb.name, preset="smoke", device="cpu")
     assert res.ok, res.error
+    if "lesson.skip" in res.records:   # the lesson ran, but what it needs (e.g. the MediaPipe models) could not be had
+        pytest.skip(f"{nb.stem}: {res.records['lesson.skip']}")
     base = load_baseline(BASELINE)
     assert base["preset"] == "smoke"
     expected = base["records"].get(nb.stem)

@@ -44,7 +44,7 @@ def test_batch_reports_skips_and_resumes(videos, tmp_path):
     why = {Path(s["path"]).name: s["reason"] for s in man["skipped"]}
     assert set(why) == {"blank.mp4", "cut.mp4", "junk.mp4", "dir.mp4"}
     assert "no face" in why["blank.mp4"] and "truncated" in why["cut.mp4"]
-    assert "cannot open" in why["junk.mp4"] and "not a file" in why["dir.mp4"]
+    assert "cannot be opened" in why["junk.mp4"] and "not a file" in why["dir.mp4"]
     for name, reason in why.items():
         assert str(src) in reason and name in reason                  # every reason names the path
         assert f"skipped {src}" in out and name in out                 # and the report lists it
@@ -61,6 +61,8 @@ def test_batch_reports_skips_and_resumes(videos, tmp_path):
     # the fix: a complete copy replaces the truncated file; the junk is removed
     shutil.copy(videos / "pexels_face.mp4", src / "fake/cut.mp4"); (src / "fake/junk.mp4").unlink()
     rc, out = cli(src, dst, "--frames", "4", "--workers", "2")
+    assert rc == 2                                                     # without --parts: other settings, refused
+    rc, out = cli(src, dst, "--frames", "4", "--parts", "--workers", "2")
     assert rc == 0, out
     man = json.loads((dst / "manifest.json").read_text())
     assert man["counts"] == {"done": 1, "exists": 1, "skipped": 2}     # only the fixed video was processed
@@ -68,7 +70,7 @@ def test_batch_reports_skips_and_resumes(videos, tmp_path):
     assert (talk / "meta.json").stat().st_mtime_ns == before           # finished output untouched
     assert any(s.get("reused") for s in man["skipped"])                # no-face verdict remembered, not redone
     assert "(file unchanged since the last run)" in out
-    rc, _ = cli(src, dst, "--frames", "4", "--strict")
+    rc, _ = cli(src, dst, "--frames", "4", "--parts", "--strict")
     assert rc == 1                                                     # --strict: skips fail the batch
 
 

@@ -125,3 +125,50 @@ def test_unlabelled_and_errors(tmp_path):
     (tmp_path / "list.txt").write_text("")
     with pytest.raises(DFWError, match=".csv"): read_dataset(tmp_path / "list.txt")
     assert isinstance(es[0], VideoEntry)
+
+
+# --- malformed manifests: one error naming the file, the line or key, and the fix ---------------------------------
+
+def test_csv_encodings_and_empty_label(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("path,label\nx.png,real\n".encode("utf-8-sig"))
+    assert [(e.video_id, e.label) for e in read_csv(tmp_path / "bom.csv")] == [("bom/x.png", 0)]
+    (tmp_path / "latin.csv").write_bytes("path,label\nvid\xe9o.mp4,0\n".encode("latin-1"))
+    with pytest.raises(DFWError, match=r"latin.csv: not UTF-8 text .*save the CSV as UTF-8"): read_csv(tmp_path / "latin.csv")
+    (tmp_path / "empty.csv").write_text("path,label\nx.mp4,\n")
+    with pytest.raises(DFWError, match=r"empty.csv, line 2: empty label"): read_csv(tmp_path / "empty.csv")
+    (tmp_path / "short.csv").write_text("path,label,split\nx.mp4,0,test,extra\n")
+    with pytest.raises(DFWError, match=r"short.csv, line 2: not as many cells as the header \(path,label,split\)"): read_csv(tmp_path / "short.csv")
+
+
+@pytest.mark.parametrize("data, msg", [
+    ("[1, 2]", "not a DeepfakeBench dataset JSON"),
+    ('{"FF": {"FF-DF": {"test": {"a": {"frames": "abc"}}}}}', 'key FF/FF-DF/test/a: "frames" must be a list'),
+    ('{"FF": {"FF-DF": ["x"]}}', "key FF/FF-DF must hold splits"),
+    ('{"FF": {"FF-DF": {"test": {"c40": {"a": {"frames": ["0.png"]}}}}}}', "no videos at compression 'c23'; it holds c40"),
+    ('{"FF": ', "not valid JSON (line 1")])
+def test_deepfakebench_malformed(tmp_path, data, msg):
+    (tmp_path / "ds.json").write_text(data)
+    with pytest.raises(DFWError, match="ds.json") as e: read_deepfakebench(tmp_path / "ds.json")
+    assert msg in str(e.value)
+
+
+def test_lists_malformed(tmp_path):
+    touch(tmp_path, "Celeb-real/a.mp4")
+    (tmp_path / "List_of_testing_videos.txt").write_text("1 Celeb-real/a.mp4\n1\n")
+    with pytest.raises(DFWError, match=r"List_of_testing_videos.txt, line 2: expected '<flag> <folder>/<file>'"): read_celebdf(tmp_path)
+    d = tmp_path / "dfdc"; d.mkdir()
+    (d / "metadata.json").write_text('{"a.mp4": {"label": "FAKE"}, "b.mp4": "REAL"}')
+    with pytest.raises(DFWError, match=r"metadata.json: 'b.mp4' needs an object with a \"label\""): read_dfdc(d)
+    (d / "metadata.json").write_text('{"a.mp4": {"label": ""}}')
+    with pytest.raises(DFWError, match=r"metadata.json: 'a.mp4': empty label"): read_dfdc(d)
+    _ffpp(tmp_path / "ff")
+    (tmp_path / "ff/splits/val.json").write_text('[["000", "003"], ["010"]]')
+    with pytest.raises(DFWError, match=r"val.json: entry 1 must be a pair"): read_ffpp(tmp_path / "ff")
+
+
+def test_stills_in_folder_and_csv(tmp_path):
+    touch(tmp_path, "real/a.jpg", "real/a.png", "real/a.mp4", "fake/b.webp", "fake/c.bmp", "fake/d.gif")
+    es = read_folder(tmp_path, source="s")
+    assert ids(es) == ["s/real/a.jpg", "s/real/a", "s/real/a.png", "s/fake/b.webp", "s/fake/c.bmp"]   # gif is not a still we read
+    (tmp_path / "m.csv").write_text("path,label\nreal/a.png,0\nreal/a.mp4,0\n")
+    assert ids(read_csv(tmp_path / "m.csv")) == ["m/real/a.png", "m/real/a"]
