@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_detector.ipynb #e53f04fc
 from __future__ import annotations
-import dataclasses, importlib, json, math
+import copy, dataclasses, importlib, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable

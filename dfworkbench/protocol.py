@@ -126,6 +126,7 @@ def fit_and_evaluate(detector_cfg,                      # the detector's config 
                      detector=None,                     # an already built detector (else built from `detector_cfg`)
                      collate_fn=None,                   # default: the data's own, else ClipCollate(detector preprocessing)
                      batch_size:int|None=None,          # evaluation batch (default: the learner's micro-batch)
+                     callbacks=(),                      # extra learner callbacks (a detector's own schedule, a probe, ...)
                      ) -> Result:
     "Train with selection on validation, reload the best epoch, threshold on validation, evaluate every test split."
     check(splits.valid is not None and len(splits.valid) > 0, "fit_and_evaluate selects on validation: the valid split must not be empty")
@@ -133,7 +134,8 @@ def fit_and_evaluate(detector_cfg,                      # the detector's config 
     det = detector if detector is not None else detector_for_config(detector_cfg)(config=detector_cfg)
     run_dir = new_run_dir(name or type(det).__name__, root)
     collate = _collate(det, splits, collate_fn)
-    learn = Learner(det, splits.train, splits.valid, learner_cfg.replace(run_dir=str(run_dir), device=str(device)), collate_fn=collate).fit()
+    learn = Learner(det, splits.train, splits.valid, learner_cfg.replace(run_dir=str(run_dir), device=str(device)), callbacks,
+                    collate_fn=collate).fit()
     best = learn.load_best()                                                   # weights of the best validation epoch
     bs = batch_size or max(1, learner_cfg.batch_size // learner_cfg.accumulate)
     thr = evaluate(det, splits.valid, collate_fn=collate, device=device, n_boot=0, ci=(), batch_size=bs).thresholds

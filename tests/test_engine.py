@@ -138,3 +138,28 @@ def test_lessons_refuse_a_baseline_entry_without_value_before_running(tmp_path):
     r = _dfw("lessons", "--baseline", str(bad), "--runs", str(tmp_path / "runs"))
     assert r.returncode != 0 and "00_core / core.example" in r.stderr and "needs a 'value'" in r.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_copy_blocks_and_lora_on_copies_from_the_package():
+    # the notebook's own test imported `copy` in a hidden cell; this runs the exported module alone
+    from open_clip.transformer import VisionTransformer
+    from torch.nn.utils import parametrize
+    from dfworkbench.detector import add_lora, copy_blocks
+    torch.manual_seed(0)
+    tower = VisionTransformer(image_size=16, patch_size=8, width=32, layers=3, heads=2, mlp_ratio=2.0, output_dim=16).eval()
+    copies = copy_blocks(tower, 1)
+    assert len(copies) == 2 and len(add_lora(copies, r=2)) == 4
+    assert not parametrize.is_parametrized(tower.transformer.resblocks[1].attn.out_proj, "weight")
+
+
+def test_fit_and_evaluate_passes_callbacks(tmp_path):
+    from dfworkbench.learner import Callback, ToyConfig
+    from dfworkbench.protocol import Splits, fit_and_evaluate
+    class Count(Callback):
+        n = 0
+        def after_epoch(self, learn): self.n += 1
+    cb = Count()
+    res = fit_and_evaluate(ToyConfig(), Splits(toy_clips(16), toy_clips(8, seed=1), {"in-domain": toy_clips(8, seed=2)}),
+                           LearnerConfig(epochs=2, batch_size=8, lr=0.05, progress=False), root=tmp_path, device="cpu",
+                           n_boot=10, callbacks=[cb])
+    assert cb.n == 2 and (res.run_dir / "result.json").is_file()
