@@ -22,7 +22,7 @@ def _lessons_args(p):
 def cmd_lessons(args) -> int:
     "Run the lessons; exit 1 if one fails or a record leaves its baseline tolerance."
     from dfworkbench.lessons import run_lessons, format_checks
-    rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs, baseline=args.baseline)
+    rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs, baseline=args.baseline, seed=args.seed)
     if rep.checks:
         print("\nbaseline comparison (" + str(args.baseline) + "):\n" + format_checks(rep.checks))
     bad = [r for r in rep.results if not r.ok]
@@ -44,16 +44,24 @@ def cmd_tour(args) -> int:
 
 # %% ../nbs/00b_cli.ipynb #2ddbd0f1
 def cmd_baseline(args) -> int:
-    "Write a baseline from a run folder's records.json, keeping existing tolerances."
-    from dfworkbench.lessons import make_baseline, load_baseline
-    src = Path(args.run)/"records.json"
-    if not src.is_file(): raise DFWError(f"{src} does not exist: give a run folder made by `dfw lessons`")
-    run = json.loads(src.read_text())
-    bad = [k for k, v in run["lessons"].items() if not v["ok"]]
-    if bad: raise DFWError(f"run {args.run} has failed lessons {bad}: fix them before taking a baseline from it")
+    "Write a baseline from run folders' records.json: one run keeps existing tolerances; runs of several seeds derive them."
+    from dfworkbench.lessons import make_baseline, baseline_from_seeds, load_baseline
+    runs = []
+    for r in args.run:
+        src = Path(r)/"records.json"
+        if not src.is_file(): raise DFWError(f"{src} does not exist: give run folders made by `dfw lessons`")
+        run = json.loads(src.read_text())
+        bad = [k for k, v in run["lessons"].items() if not v["ok"]]
+        if bad: raise DFWError(f"run {r} has failed lessons {bad}: fix them before taking a baseline from it")
+        runs.append(run)
     out = Path(args.out)
     old = load_baseline(out) if out.exists() else None
-    atomic_write_json(out, make_baseline({k: v["records"] for k, v in run["lessons"].items()}, run["preset"], old, args.rtol, args.atol))
+    if len(runs) == 1: b = make_baseline({k: v["records"] for k, v in runs[0]["lessons"].items()}, runs[0]["preset"], old, args.rtol, args.atol)
+    else:
+        presets = {r["preset"] for r in runs}
+        if len(presets) > 1: raise DFWError(f"the runs mix presets {sorted(presets)}: give runs of one preset")
+        b = baseline_from_seeds(runs, runs[0]["preset"], old, k=args.spread, floor_rel=args.floor)
+    atomic_write_json(out, b)
     print(f"wrote {out}"); return 0
 
 def cmd_assets(args) -> int:
@@ -105,13 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "records are compared with stored values and tolerances and the exit code is 1 on a regression.")
     _lessons_args(s)
     s.add_argument("--baseline", metavar="FILE", help="baseline JSON to compare with, e.g. data/regression/baseline.json")
+    s.add_argument("--seed", type=int, default=None, help="seed for the lessons that take one (default: each lesson's own, 0)")
     s.set_defaults(func=cmd_lessons)
-    s = sub.add_parser("baseline", help="write a baseline file from a run folder's records",
-                       description="Make or refresh a baseline from RUN/records.json. Tolerances already in OUT are kept.")
-    s.add_argument("run", metavar="RUN", help="a run folder made by `dfw lessons`")
+    s = sub.add_parser("baseline", help="write a baseline file from run folders' records",
+                       description="Make or refresh a baseline from RUN/records.json. With one run, tolerances already in OUT are kept. "
+                                   "With runs of several seeds (`dfw lessons --seed N`), each numeric record gets the seed-0 value "
+                                   "and a tolerance of max(SPREAD x the standard deviation over the seeds, FLOOR x the value).")
+    s.add_argument("run", metavar="RUN", nargs="+", help="run folder(s) made by `dfw lessons`")
     s.add_argument("--out", default=str(data_dir()/"regression"/"baseline.json"), help="baseline file to write (default: %(default)s)")
     s.add_argument("--rtol", type=float, default=0.1, help="relative tolerance for new numeric records (default: %(default)s)")
     s.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance for new numeric records (default: %(default)s)")
+    s.add_argument("--spread", type=float, default=3.0, help="several runs: tolerance in standard deviations over the seeds (default: %(default)s)")
+    s.add_argument("--floor", type=float, default=0.02, help="several runs: smallest tolerance, as a share of the value (default: %(default)s)")
     s.set_defaults(func=cmd_baseline)
     s = sub.add_parser("assets", help="list external files (MediaPipe models, ...) and where they are found",
                        description="For each registered asset: its file and where the resolver finds it (explicit path, "

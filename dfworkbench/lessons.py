@@ -13,9 +13,9 @@ from .core import (DFWError, check, check_device_name, check_preset, skip_flags,
                               atomic_write, atomic_write_json, data_dir)
 
 # %% auto #0
-__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'nbs_dir', 'find_lessons', 'prepare_lesson', 'LessonResult', 'run_lesson', 'Check',
-           'compare_records', 'format_checks', 'make_baseline', 'new_run_dir', 'RunReport', 'load_baseline',
-           'run_lessons', 'write_summary']
+__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'nbs_dir', 'find_lessons', 'prepare_lesson', 'lesson_parameters', 'LessonResult',
+           'run_lesson', 'Check', 'compare_records', 'format_checks', 'make_baseline', 'chance_level',
+           'baseline_from_seeds', 'new_run_dir', 'RunReport', 'load_baseline', 'run_lessons', 'write_summary']
 
 # %% ../nbs/00a_lessons.ipynb #1b05b00c
 def nbs_dir() -> Path:
@@ -56,11 +56,18 @@ def prepare_lesson(src, preset:str="smoke", cuda:bool|None=None):
             if SKIP_TAG not in tags: tags.append(SKIP_TAG)
     return nb
 
+def lesson_parameters(src) -> set:
+    "Names the lesson's `parameters` cell assigns (papermill injects only these)."
+    import re
+    nb = nbformat.read(str(src), as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    return {m for c in cells for m in re.findall(r"^([A-Za-z_]\w*)\s*=", c.source, flags=re.M)}
+
 # %% ../nbs/00a_lessons.ipynb #f1363e99
-def _demo_lesson(path, body:str="x = 1", fail:bool=False):
+def _demo_lesson(path, body:str="x = 1", fail:bool=False, seed:bool=False):
     "Write a three-cell lesson to `path` (for tests and this notebook)."
     v4 = nbformat.v4
-    cells = [v4.new_code_cell('preset = "smoke"\ndevice = "auto"', metadata={"tags": ["parameters"]}),
+    cells = [v4.new_code_cell('preset = "smoke"\ndevice = "auto"' + ("\nseed = 0" if seed else ""), metadata={"tags": ["parameters"]}),
              v4.new_code_cell("#| slow\nslow_ran = True"),
              v4.new_code_cell("from dfworkbench.core import record\n" + body + "\nrecord('demo.x', x)\nrecord('demo.preset', preset)")]
     if fail: cells.append(v4.new_code_cell("raise AssertionError('the demo lesson failed on purpose')"))
@@ -77,6 +84,7 @@ class LessonResult:
     records: dict = field(default_factory=dict)  # name -> value emitted by record()
     error: str = ""            # one line: cell, exception and message
     output: str = ""           # path of the executed notebook
+    seed: int|None = None      # the seed it was given (None: its parameters cell's default, or it takes none)
 
     def line(self) -> str:
         s = f"{self.name}: {'ok' if self.ok else 'FAILED'} in {self.seconds:.1f} s, {len(self.records)} records"
@@ -166,6 +174,52 @@ def make_baseline(run:dict, preset:str, old:dict|None=None, rtol:float=0.1, atol
             out[lesson][name] = e
     return {"preset": preset, "records": out}
 
+# %% ../nbs/00a_lessons.ipynb #2a46c973
+def chance_level(name:str) -> float|None:
+    "What a detector at chance scores on record `name`: 0.5 for an AUROC, 0 for a difference of AUROCs, else None."
+    auroc_like = "auroc" in name or name.startswith("microclip.probe.")
+    if not auroc_like: return None
+    return 0.0 if "minus" in name else 0.5
+
+def baseline_from_seeds(runs:list, preset:str, old:dict|None=None, k:float=3.0, floor_rel:float=0.02, floor_abs:float=1e-6) -> dict:
+    "A baseline from `records.json` dicts of the same lessons run with different seeds: value of seed 0, tolerance max(k sd, floor)."
+    import statistics
+    check(len(runs) >= 2, f"baseline_from_seeds needs runs with at least two seeds, got {len(runs)}")
+    seeds = [r.get("seed") for r in runs]
+    check(len(set(seeds)) == len(seeds) and None not in seeds, f"each run must be a `dfw lessons --seed N` run with its own seed, got seeds {seeds}")
+    ref = runs[seeds.index(0)] if 0 in seeds else runs[0]
+    old_recs = (old or {}).get("records", {})
+    out = {k_: v for k_, v in old_recs.items() if k_ not in ref["lessons"]}
+    for lesson, L in ref["lessons"].items():
+        check(L["ok"], f"lesson {lesson} failed in the seed-{ref.get('seed')} run: fix it before taking a baseline")
+        out[lesson] = {}
+        seeded = L.get("seed") is not None
+        for name, v in L["records"].items():
+            e = {"value": v}
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                vals = [r["lessons"][lesson]["records"].get(name) for r in runs if lesson in r["lessons"]]
+                vals = [x for x in vals if isinstance(x, (int, float)) and not isinstance(x, bool)]
+                prev = old_recs.get(lesson, {}).get(name)
+                if not seeded and prev is not None and "atol" in prev:
+                    e.update(atol=prev["atol"], rtol=prev.get("rtol", 0.0), derived="no seed parameter: tolerance kept from the previous baseline")
+                else:
+                    sd = statistics.stdev(vals) if len(vals) > 1 and all(math.isfinite(x) for x in vals) else 0.0
+                    exact = isinstance(v, int) and sd == 0
+                    floor = 0.0 if exact else floor_abs + floor_rel * abs(v) if math.isfinite(v) else 0.0
+                    e.update(atol=round(max(k * sd, floor), 6), rtol=0.0,
+                             derived=f"max({k:g} sd, {'exact' if exact else f'{floor_rel:g} x value'}) over seeds {seeds}: {[round(x, 4) for x in vals]}")
+            out[lesson][name] = e
+    unguarded = {}
+    for lesson, entries in out.items():                      # a list of numbers compared for equality is float noise waiting to fail
+        for name in [n for n, e in entries.items() if isinstance(e["value"], (list, dict)) and n in ref["lessons"].get(lesson, {}).get("records", {})]:
+            unguarded.setdefault(lesson, {})[name] = {**entries.pop(name), "why": "not a single number: record its parts as numbers to baseline them"}
+    for lesson, entries in out.items():                      # a band around chance guards nothing: leave it out, say why
+        for name in [n for n, e in entries.items() if chance_level(n) is not None and "atol" in e]:
+            e, c = entries[name], chance_level(name)
+            if isinstance(e["value"], (int, float)) and abs(e["value"] - c) <= e["atol"] + e.get("rtol", 0.0) * abs(e["value"]):
+                unguarded.setdefault(lesson, {})[name] = {**entries.pop(name), "why": f"its tolerance band holds chance ({c:g}): a detector at chance would pass it"}
+    return {"preset": preset, "records": out, "not_baselined": unguarded}
+
 # %% ../nbs/00a_lessons.ipynb #b83152be
 def new_run_dir(preset:str, root=None) -> Path:
     "Create and return a new, empty run folder under `root` (default `runs_dir()`)."
@@ -183,6 +237,7 @@ def new_run_dir(preset:str, root=None) -> Path:
 class RunReport:
     "A whole `dfw lessons` run."
     folder: Path; preset: str; device: str
+    seed: int|None = None                           # the seed given to lessons that take one (None: their default)
     results: list = field(default_factory=list)
     checks: list = field(default_factory=list)
 
@@ -194,8 +249,8 @@ class RunReport:
     def save(self):
         "Write `records.json` atomically into the run folder."
         atomic_write_json(self.folder/"records.json", {
-            "preset": self.preset, "device": self.device, "python": sys.version.split()[0],
-            "lessons": {r.name: {"ok": r.ok, "seconds": r.seconds, "error": r.error, "records": r.records} for r in self.results},
+            "preset": self.preset, "device": self.device, "seed": self.seed, "python": sys.version.split()[0],
+            "lessons": {r.name: {"ok": r.ok, "seconds": r.seconds, "error": r.error, "records": r.records, "seed": r.seed} for r in self.results},
             "baseline_failures": [asdict(c) for c in self.checks if not c.ok]})
 
 # %% ../nbs/00a_lessons.ipynb #a16ce58a
@@ -215,16 +270,19 @@ def load_baseline(path) -> dict:
     return b
 
 def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root=None, baseline=None,
-                log=print, progress:bool=True) -> RunReport:
-    "Execute the lessons into a new run folder; compare with `baseline` (a path) if given."
+                log=print, progress:bool=True, seed:int|None=None) -> RunReport:
+    "Execute the lessons into a new run folder; `seed` goes to the lessons with a `seed` parameter; compare with `baseline` (a path) if given."
     check_preset(preset); check_device_name(device)
+    check(seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0), f"seed must be a non-negative integer, got {seed!r}")
     base = load_baseline(baseline) if baseline else None   # a broken baseline stops here, before any lesson runs
     lessons = find_lessons(nbs, only)
-    rep = RunReport(new_run_dir(preset, root), preset, device)
+    rep = RunReport(new_run_dir(preset, root), preset, device, seed)
     log(f"run folder: {rep.folder}")
     for i, src in enumerate(lessons, 1):
         log(f"[{i}/{len(lessons)}] {src.name} ...")
-        res = run_lesson(src, rep.folder/src.name, preset=preset, device=device, progress=progress)
+        kw = {"seed": seed} if seed is not None and "seed" in lesson_parameters(src) else {}
+        res = run_lesson(src, rep.folder/src.name, preset=preset, device=device, progress=progress, **kw)
+        res.seed = kw.get("seed")
         rep.results.append(res); rep.save(); log("  " + res.line())
     if base is not None:
         rep.checks = compare_records(rep.records, base); rep.save()

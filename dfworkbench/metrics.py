@@ -18,8 +18,9 @@ from .core import DFWError, autocast, check, get_device
 # %% auto #0
 __all__ = ['METRICS', 'LEVELS', 'SingleClassWarning', 'as_arrays', 'has_both_classes', 'auroc', 'average_precision', 'roc', 'eer',
            'accuracy', 'choose_threshold', 'binary_metrics', 'bootstrap_counts', 'bootstrap_loop', 'weighted_auroc',
-           'bootstrap_ci', 'video_table', 'metrics_table', 'p_fake', 'make_loader', 'batch_rows', 'predict', 'Report',
-           'plot_roc', 'report_from_predictions', 'evaluate', 'suite_table', 'suite_summary']
+           'bootstrap_ci', 'auroc_se', 'bootstrap_diff', 'bootstrap_mean', 'video_table', 'metrics_table', 'p_fake',
+           'make_loader', 'batch_rows', 'predict', 'Report', 'plot_roc', 'report_from_predictions', 'evaluate',
+           'suite_table', 'suite_summary']
 
 # %% ../nbs/07_metrics.ipynb #ee1c56e8
 class SingleClassWarning(UserWarning):
@@ -155,6 +156,7 @@ def weighted_auroc(y:np.ndarray, p:np.ndarray, w:np.ndarray) -> np.ndarray:
 # %% ../nbs/07_metrics.ipynb #5cbbe5e1
 def bootstrap_ci(y, p, metric="auroc", groups=None, n_boot:int=1000, level:float=0.95, seed:int=0, chunk:int=100) -> tuple:
     "Percentile bootstrap interval (lo, hi) of a metric, resampling `groups` (e.g. video ids) as units."
+    if n_boot == 0: return (np.nan, np.nan)                            # no resamples asked for: no interval
     if metric != "auroc":
         fn = {"ap": average_precision, "eer": eer, "acc": accuracy}.get(metric, metric)
         check(callable(fn), f"no bootstrap for metric {metric!r}: use auroc, ap, eer, acc or a function (y, p) -> float")
@@ -164,6 +166,33 @@ def bootstrap_ci(y, p, metric="auroc", groups=None, n_boot:int=1000, level:float
     vals = np.concatenate([weighted_auroc(y, p, counts[i:i + chunk][:, codes].astype(np.float64))
                            for i in range(0, n_boot, chunk)]) if len(y) else np.full(n_boot, np.nan)
     return _percentiles(vals, level)
+
+# %% ../nbs/07_metrics.ipynb #cf31eaae
+def auroc_se(auc:float, n_fake:int, n_real:int) -> float:
+    "Hanley-McNeil standard error of an AUROC `auc` measured on `n_fake` fakes and `n_real` reals (independent videos)."
+    check(n_fake > 0 and n_real > 0, f"auroc_se needs both classes, got n_fake={n_fake}, n_real={n_real}")
+    a = float(auc); q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return float(np.sqrt((a * (1 - a) + (n_fake - 1) * (q1 - a * a) + (n_real - 1) * (q2 - a * a)) / (n_fake * n_real)))
+
+# %% ../nbs/07_metrics.ipynb #f89c7f85
+def _paired_draws(y, ps:list, groups, n_boot:int, seed:int) -> tuple:
+    "Point AUROCs of each score array in `ps` on one suite, and their AUROCs [n_boot] on the same cluster resamples."
+    y, _ = as_arrays(y, ps[0]); codes = _clusters(groups, len(y))
+    w = bootstrap_counts(codes.max() + 1, n_boot, seed)[:, codes].astype(np.float64)   # [n_boot, n]: one draw for all
+    ps = [as_arrays(y, p)[1] for p in ps]
+    return [auroc(y, p) for p in ps], [weighted_auroc(y, p, w) for p in ps]
+
+def bootstrap_diff(suites:list, n_boot:int=1000, level:float=0.95, seed:int=0) -> tuple:
+    "Mean over suites of AUROC(a) - AUROC(b) and its paired percentile interval; `suites` = [(y, p_a, p_b, groups|None), ...]."
+    check(len(suites) > 0, "bootstrap_diff needs at least one suite of (y, p_a, p_b, groups)")
+    pts, draws = zip(*[_paired_draws(y, [pa, pb], g, n_boot, seed + s) for s, (y, pa, pb, g) in enumerate(suites)])
+    return (float(np.mean([a - b for a, b in pts])), *_percentiles(np.mean([a - b for a, b in draws], 0), level))
+
+def bootstrap_mean(suites:list, n_boot:int=1000, level:float=0.95, seed:int=0) -> tuple:
+    "Mean AUROC over suites and its percentile interval, each suite resampled by its own units; `suites` = [(y, p, groups|None), ...]."
+    check(len(suites) > 0, "bootstrap_mean needs at least one suite of (y, p, groups)")
+    pts, draws = zip(*[_paired_draws(y, [p], g, n_boot, seed + s) for s, (y, p, g) in enumerate(suites)])
+    return (float(np.mean([a[0] for a in pts])), *_percentiles(np.mean([d[0] for d in draws], 0), level))
 
 # %% ../nbs/07_metrics.ipynb #7e8f448c
 def video_table(clips:pd.DataFrame) -> pd.DataFrame:

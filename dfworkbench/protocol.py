@@ -17,10 +17,10 @@ from .core import Config, atomic_write_json, check, runs_dir, seed_everything, r
 from .data import ClipAugment, ClipCollate, ClipDataset, FrameDataset
 from .detector import detector_for_config
 from .learner import Learner, LearnerConfig
-from .metrics import Report, evaluate
+from .metrics import Report, bootstrap_diff, bootstrap_mean, evaluate
 
 # %% auto #0
-__all__ = ['Splits', 'LabData', 'lab_splits', 'Result', 'new_run_dir', 'fit_and_evaluate']
+__all__ = ['Splits', 'LabData', 'lab_splits', 'Result', 'heldout_diff', 'new_run_dir', 'fit_and_evaluate']
 
 # %% ../nbs/08_protocol.ipynb #4d9fe6a7
 @dataclass
@@ -39,6 +39,7 @@ class LabData(Config):
     train: str = "ffpp"                                   # training suite (its train / val / test splits)
     heldout: tuple = ("celebdf", "c40", "shift", "dfdc")  # suites never seen in training or selection
     size: str = "smoke"                                   # smoke | tutorial | full
+    seed: int = 0                                         # which lab world: the suites' people and forgeries
     res: int = 64                                         # frame side in pixels
     clip_len: int = 1                                     # T: 1 = single frames (frame detectors), else clips of T frames
     train_per_clip: int = 4                               # frames per lab clip in training (clip_len = 1)
@@ -57,13 +58,13 @@ def lab_splits(data:LabData|None=None, augment:ClipAugment|None=None, seed:int=0
     "The `Splits` of `data`: the training suite's train / val / test ('in-domain') and each held-out suite."
     from dfworkbench.lab import load_suite
     data = data or LabData()
-    main = load_suite(data.train, data.size, res=data.res)
+    main = load_suite(data.train, data.size, res=data.res, seed=data.seed)
     if data.clip_len == 1:
         make = lambda src, k, train=False: FrameDataset(src, k, augment=augment if train else None, train=train, seed=seed)
     else:
         make = lambda src, k, train=False: ClipDataset(src, data.clip_len, augment=augment if train else None, train=train, seed=seed)
     tests = {"in-domain": make(main.subset("test"), data.test_per_clip)}
-    tests.update({s: make(load_suite(s, data.size, res=data.res), data.test_per_clip) for s in data.heldout})
+    tests.update({s: make(load_suite(s, data.size, res=data.res, seed=data.seed), data.test_per_clip) for s in data.heldout})
     return Splits(make(main.subset("train"), data.train_per_clip, True), make(main.subset("val"), data.valid_per_clip), tests)
 
 # %% ../nbs/08_protocol.ipynb #3e498dd0
@@ -96,6 +97,28 @@ class Result:
         "Mean of `metric` over the test splits other than the in-domain one (NaN if there are none)."
         t = self.table(metric, level); t = t[t.index != self.in_domain]
         return float(t[metric].mean()) if len(t) else float("nan")
+
+    @property
+    def heldout(self) -> list: return [k for k in self.reports if k != self.in_domain]
+
+    def heldout_ci(self, level:str="video", n_boot:int=1000, seed:int=0) -> tuple:
+        "Mean AUROC over the held-out splits at `level` and its 95% interval (each split resampled by video)."
+        check(len(self.heldout) > 0, "this result has no held-out test split")
+        d = [self.reports[k].predictions[level] for k in self.heldout]
+        return bootstrap_mean([(x.label.values, x.p_fake.values, x.video_id.values) for x in d], n_boot, seed=seed)
+
+# %% ../nbs/08_protocol.ipynb #3abe8880
+def _aligned(a:pd.DataFrame, b:pd.DataFrame, name:str) -> tuple:
+    "Labels, scores of a and b, and video ids of two prediction tables of the same videos, in one order."
+    m = a[["video_id", "label", "p_fake"]].merge(b[["video_id", "label", "p_fake"]], on="video_id", suffixes=("_a", "_b"))
+    check(len(m) == len(a) == len(b) and (m.label_a == m.label_b).all(),
+          f"heldout_diff: split {name!r} was not scored on the same videos in both results ({len(a)} vs {len(b)} rows, {len(m)} shared)")
+    return m.label_a.values, m.p_fake_a.values, m.p_fake_b.values, m.video_id.values
+
+def heldout_diff(a:Result, b:Result, level:str="video", n_boot:int=1000, seed:int=0) -> tuple:
+    "Held-out mean AUROC of `a` minus that of `b`, with its paired 95% interval: (diff, lo, hi)."
+    check(a.heldout == b.heldout and len(a.heldout) > 0, f"heldout_diff: the results have different held-out splits ({a.heldout} vs {b.heldout})")
+    return bootstrap_diff([_aligned(a.reports[k].predictions[level], b.reports[k].predictions[level], k) for k in a.heldout], n_boot, seed=seed)
 
 # %% ../nbs/08_protocol.ipynb #34e5a02f
 def new_run_dir(name:str, root=None) -> Path:

@@ -217,10 +217,8 @@ def test_openai_mode_quickgelu():
     assert {type(b.mlp.gelu).__name__ for b in load_backbone("micro-clip").visual.transformer.resblocks} == {"GELU"}
 
 
-def test_microclip_random_fast_and_shaped():
-    import time
-    t = time.time(); mc = load_backbone("micro-clip"); dt = time.time() - t
-    assert dt < 1.0, dt
+def test_microclip_random_shaped():
+    mc = load_backbone("micro-clip")  # build time is measured by benchmarks/load_speed.py, never asserted here
     assert (mc.n_layers, mc.d_model, mc.n_heads, mc.d_head, mc.n_tokens) == (4, 192, 3, 64, 65)
     assert mc.preprocess_cfg.size == MICROCLIP_CFG["vision_cfg"]["image_size"] == 64
     with torch.no_grad(): assert mc(torch.randn(2, 5, 3, 64, 64)).shape == (2, 5, MICROCLIP_CFG["embed_dim"])

@@ -1,5 +1,5 @@
 "The shipped micro-CLIP: loads by name offline and fast, carries its config, and its helpers behave."
-import json, socket, time
+import json, socket
 from dataclasses import asdict
 
 import numpy as np
@@ -28,14 +28,11 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def test_checkpoint_ships_and_loads_by_name_fast_offline(no_network):
+def test_checkpoint_ships_and_loads_by_name_offline(no_network):
     p = checkpoint_path()
     assert p.is_file() and p.suffix == ".safetensors" and p == p.parent.parent / BACKBONES["micro-clip"].tags["lab"]
-    assert p.stat().st_size < 32 * 2**20
-    times = []
-    for _ in range(2):
-        t = time.perf_counter(); m = load_backbone("micro-clip", "lab", text=True); times.append(time.perf_counter() - t)
-    assert min(times) < 1.0, times
+    assert p.stat().st_size < 30 * 2**20
+    m = load_backbone("micro-clip", "lab", text=True)  # load time: benchmarks/load_speed.py
     assert m.clip is not None and not m.training
 
 

@@ -18,8 +18,9 @@ from ..detector import Detector, DetectorOutput, LoRA, LossOutput, add_lora, mea
 from ..learner import LearnerConfig
 
 # %% auto #0
-__all__ = ['VARIANTS', 'slerp', 'slerp_augment', 'alignment_loss', 'uniformity_loss', 'LinearNormHead', 'LNTuningConfig',
-           'FeatureCache', 'LNTuningDetector', 'n_trainable', 'reference_augment']
+__all__ = ['VARIANTS', 'LAB_VARIANTS', 'LAB_SIZES', 'LAB_HELDOUT', 'slerp', 'slerp_augment', 'alignment_loss', 'uniformity_loss',
+           'LinearNormHead', 'LNTuningConfig', 'FeatureCache', 'LNTuningDetector', 'n_trainable', 'reference_augment',
+           'lab_ln_splits', 'run_lab_variant', 'lab_records']
 
 # %% ../../nbs/10_lntuning.ipynb #68c24a42
 def slerp(a:torch.Tensor, b:torch.Tensor, t:torch.Tensor, eps:float=1e-7) -> torch.Tensor:
@@ -214,3 +215,60 @@ def reference_augment(res:int=256) -> ClipAugment:
     k = res / 256                                   # the reference blurs 256 px faces
     return ClipAugment(flip=0.5, crop=0.9, crop_p=1.0, colour=0.1, colour_p=1.0,
                        jpeg=(40, 100), jpeg_p=1.0, blur=(0.1 * k, 2.0 * k), blur_p=1.0)
+
+# %% ../../nbs/10_lntuning.ipynb #196394a1
+from ..protocol import Result, Splits, fit_and_evaluate
+
+LAB_VARIANTS = {  # the lesson's four variants: name -> (record slug, LNTuningConfig overrides of the `tiny` preset)
+    "linear probe": ("linear_probe", dict(variant="linear_probe", normalize=False, slerp=False)),
+    "LN-tuning": ("ln", dict(variant="ln", normalize=False, slerp=False)),
+    "LN+L2+slerp+UnAl": ("ln_l2_slerp_unal", dict(variant="ln", normalize=True, slerp=True, w_align=0.1, w_unif=0.5)),
+    "full fine-tuning": ("full", dict(variant="full", normalize=False, slerp=False, lr=2e-4, lr_min=2e-5)),
+}
+LAB_SIZES = {"smoke": dict(size="smoke", epochs=6, per_clip=4, valid_per_clip=2, test_per_clip=4, n_boot=200),
+             "tutorial": dict(size="tutorial", epochs=6, per_clip=8, valid_per_clip=4, test_per_clip=4, n_boot=500),
+             "full": dict(size="full", epochs=10, per_clip=8, valid_per_clip=8, test_per_clip=8, n_boot=1000)}
+LAB_HELDOUT = ("celebdf", "c40", "shift", "dfdc")
+
+def lab_ln_splits(preset:str="smoke", augment:bool=False, data_seed:int=0) -> Splits:
+    "Frames of the lab for LN-tuning: ffpp train / val, its test split ('in-domain') and the held-out suites."
+    from dfworkbench.data import FrameDataset
+    from dfworkbench.lab import load_suite
+    check(preset in LAB_SIZES, f"unknown preset {preset!r}: choose one of {list(LAB_SIZES)}")
+    S = LAB_SIZES[preset]
+    ffpp = load_suite("ffpp", S["size"], res=64, seed=data_seed)
+    tests = {"in-domain": FrameDataset(ffpp.subset("test"), S["test_per_clip"]),
+             **{s: FrameDataset(load_suite(s, S["size"], res=64, seed=data_seed), S["test_per_clip"]) for s in LAB_HELDOUT}}
+    return Splits(FrameDataset(ffpp.subset("train"), S["per_clip"], augment=reference_augment(res=64) if augment else None, train=True),
+                  FrameDataset(ffpp.subset("val"), S["valid_per_clip"]), tests)
+
+def _flat(ps) -> torch.Tensor: return torch.cat([p.detach().float().reshape(-1).cpu() for p in ps]) if ps else torch.zeros(0)
+
+def run_lab_variant(name:str, init:str|None, splits:Splits, preset:str="smoke", seed:int=0, device="auto",
+                    detector:LNTuningDetector|None=None, root=None, feature_cache:int=20_000) -> Result:
+    "Train variant `name` of `LAB_VARIANTS` from `init` ('lab' = micro-CLIP, None = random) with selection on validation; test it."
+    from dfworkbench.core import seed_everything
+    check(name in LAB_VARIANTS, f"unknown variant {name!r}: choose one of {list(LAB_VARIANTS)}")
+    slug, kw = LAB_VARIANTS[name]
+    if kw["variant"] == "linear_probe" and getattr(splits.train, "augment", None) is None:
+        kw = {**kw, "feature_cache": feature_cache}                     # frozen tower and repeated frames: cache their features
+    cfg = LNTuningConfig.from_preset("tiny", pretrained=init, epochs=LAB_SIZES[preset]["epochs"], **kw)
+    lcfg = cfg.learner_config(progress=False, seed=seed, save_weights="trainable")   # the frozen tower is the micro-CLIP's
+    seed_everything(seed)
+    det = detector if detector is not None else LNTuningDetector(cfg)
+    lns = [p for m in layer_norms(det.backbone.visual).values() for p in m.parameters()]
+    start = dict(head=_flat(list(det.head.parameters())), ln=_flat(lns))
+    res = fit_and_evaluate(cfg, splits, lcfg, name=f"lntuning/{slug}-{'microclip' if init else 'random'}", root=root, device=device,
+                           n_boot=LAB_SIZES[preset]["n_boot"], detector=det)
+    now = dict(head=_flat(list(det.head.parameters())), ln=_flat(lns))
+    res.moved = {k: float((now[k] - start[k]).norm() / start[k].norm().clamp(min=1e-12)) for k in start}   # relative L2 change
+    return res
+
+def lab_records(name:str, init:str|None, res:Result) -> dict:
+    "The records the lesson keeps of one variant's result (names `lntuning.<variant>.<init>.*`)."
+    key = f"lntuning.{LAB_VARIANTS[name][0]}.{'microclip' if init else 'random'}"
+    t = res.table()
+    return {f"{key}.in_domain_video_auroc": round(float(t.loc["in-domain", "auroc"]), 4),
+            f"{key}.heldout_video_auroc": round(res.heldout_mean(), 4), f"{key}.best_epoch": res.best_epoch,
+            f"{key}.head_moved": round(res.moved["head"], 4), f"{key}.ln_moved": round(res.moved["ln"], 4)}
+
