@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_cli.ipynb #892c17ac
 from __future__ import annotations
-import argparse, importlib, json, sys
+import argparse, importlib, json, os, sys
 from pathlib import Path
 
 from .core import DFWError, PRESETS, atomic_write_json, data_dir, repo_root
@@ -65,10 +65,18 @@ def cmd_baseline(args) -> int:
     print(f"wrote {out}"); return 0
 
 def cmd_assets(args) -> int:
-    "List the registered external files and where each is found (no download)."
+    "List the registered external files and where each is found; with --download, fetch the missing ones (sha256-checked). Exit 1 if one is missing."
     from dfworkbench.core import asset_table
-    for r in asset_table(): print(f"{r['asset']:24} {r['file']:32} {'found' if r['found'] else 'missing':8} {r['where']}")
-    return 0
+    import textwrap
+    if args.download and os.environ.get("DFW_OFFLINE", "") not in ("", "0"):
+        raise DFWError(f"--download asked for, but DFW_OFFLINE={os.environ['DFW_OFFLINE']} forbids downloads: unset DFW_OFFLINE or put the files in place by hand")
+    rows = asset_table(download=args.download)
+    for r in rows:
+        print(f"{r['asset']:24} {r['file']:32} {'found' if r['found'] else 'MISSING':8} {r['where'] if r['found'] else ''}".rstrip())
+        if not r["found"]: print(textwrap.fill(r["where"], 110, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False, break_long_words=False))
+    missing = [r["asset"] for r in rows if not r["found"]]
+    if missing and not args.download: print(f"\n{len(missing)} missing: `dfw assets --download` fetches them where the network allows.", file=sys.stderr)
+    return 1 if missing else 0
 
 # %% ../nbs/00b_cli.ipynb #3b2381cc
 def render_readme(index=None) -> str:
@@ -126,9 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spread", type=float, default=3.0, help="several runs: tolerance in standard deviations over the seeds (default: %(default)s)")
     s.add_argument("--floor", type=float, default=0.02, help="several runs: smallest tolerance, as a share of the value (default: %(default)s)")
     s.set_defaults(func=cmd_baseline)
-    s = sub.add_parser("assets", help="list external files (MediaPipe models, ...) and where they are found",
+    s = sub.add_parser("assets", help="list external files (MediaPipe models, ...) and where they are found; --download fetches them",
                        description="For each registered asset: its file and where the resolver finds it (explicit path, "
-                                   "DFW_<NAME>, $DFW_ASSETS, the cache). Nothing is downloaded.")
+                                   "DFW_<NAME>, $DFW_ASSETS, the cache), or the whole reason it is missing. Exit status 1 when one is "
+                                   "missing. Nothing is downloaded unless --download is given.")
+    s.add_argument("--download", action="store_true", help="fetch missing files from their official address into the cache, "
+                   "keeping each only if its sha256 matches (needs network; DFW_OFFLINE=1 forbids it)")
     s.set_defaults(func=cmd_assets)
     s = sub.add_parser("readme", help="regenerate README.md from nbs/index.ipynb", description="Render nbs/index.ipynb to README.md.")
     s.add_argument("--out", help="where to write (default: README.md of the checkout)")
@@ -144,6 +155,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = build_parser()
     args, rest = p.parse_known_args(argv)
+    if args.command is None:                       # plain `dfw`: the help, not a traceback
+        if rest: p.error(f"unrecognised arguments: {' '.join(rest)}")
+        p.print_help(); return 0
     if getattr(args, "lazy", None):
         mod, add, run = args.lazy
         m = importlib.import_module(mod)

@@ -107,6 +107,10 @@ def get_device(device:str|torch.device="auto") -> torch.device:
     try: dev = torch.device(device)
     except (RuntimeError, TypeError): raise DFWError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
     check(dev.type != "cuda" or torch.cuda.is_available(), f"device {device!r} asked for, but CUDA is not available here: use device='auto' or 'cpu'")
+    n = torch.cuda.device_count() if dev.type == "cuda" else 0
+    check(dev.type != "cuda" or dev.index is None or dev.index < n, f"device {device!r} asked for, but this machine has {n} CUDA device(s): use cuda:0 to cuda:{n - 1}")
+    mps = getattr(torch.backends, "mps", None)
+    check(dev.type != "mps" or (mps is not None and mps.is_available()), f"device {device!r} asked for, but MPS is not available here: use device='auto' or 'cpu'")
     return dev
 
 def autocast_dtype(device) -> torch.dtype|None:
@@ -324,8 +328,9 @@ def resolve_asset(name:str, path=None, download:bool|None=None) -> Path:
         if p.is_file(): return _verified(a, p, "DFW_ASSETS")
     cached = cache_dir("assets", a.kind)/a.filename
     if cached.is_file(): return _verified(a, cached, "the cache")
-    if download is None: download = os.environ.get("DFW_OFFLINE", "") in ("", "0")
-    why = "downloads are off (DFW_OFFLINE=1)"
+    offline = os.environ.get("DFW_OFFLINE", "") not in ("", "0")
+    if download is None: download = not offline
+    why = f"downloads are off (DFW_OFFLINE={os.environ['DFW_OFFLINE']})" if offline else "no download was asked for (`dfw assets --download` fetches it)"
     if download:
         try: return _download(a, cached)
         except AssetError: raise
@@ -343,11 +348,11 @@ def asset_path_or_skip(name:str) -> Path:
         pytest.skip(f"asset {name!r} unavailable: {e}")
 
 # %% ../nbs/00_core.ipynb #91fcf420
-def asset_table() -> list[dict]:
-    "For each registered asset: its file, whether it resolves offline here, and from where."
+def asset_table(download:bool=False) -> list[dict]:
+    "For each registered asset: its file, whether it is here (fetched first, sha256-checked, if `download`), and from where or why not."
     rows = []
     for name, a in ASSETS.items():
-        try: p, ok = resolve_asset(name, download=False), True
-        except AssetError as e: p, ok = str(e).split(".")[0], False
+        try: p, ok = resolve_asset(name, download=download), True
+        except AssetError as e: p, ok = str(e), False           # the whole reason: what is missing, why, and how to get it
         rows.append({"asset": name, "file": a.filename, "MiB": round(a.size / 2**20, 2), "found": ok, "where": str(p)})
     return rows

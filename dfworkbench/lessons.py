@@ -4,18 +4,20 @@
 
 # %% ../nbs/00a_lessons.ipynb #ae589a0a
 from __future__ import annotations
-import datetime as _dt, html, json, math, os, shutil, sys, time
+import datetime as _dt, html, json, math, os, re, shutil, sys, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import nbformat
-from .core import (DFWError, check, check_device_name, check_preset, skip_flags, read_records, runs_dir, repo_root,
+from .core import (DFWError, check, check_device_name, check_preset, get_device, skip_flags, read_records, runs_dir, repo_root,
                               atomic_write, atomic_write_json, data_dir)
 
 # %% auto #0
-__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'nbs_dir', 'find_lessons', 'prepare_lesson', 'lesson_parameters', 'LessonResult',
-           'run_lesson', 'Check', 'compare_records', 'format_checks', 'make_baseline', 'chance_level',
-           'baseline_from_seeds', 'new_run_dir', 'RunReport', 'load_baseline', 'run_lessons', 'write_summary']
+__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'PLOTLY_JS', 'FINDINGS', 'nbs_dir', 'find_lessons', 'prepare_lesson', 'lesson_parameters',
+           'png_data_uri', 'compact_images', 'compact_notebook', 'LessonResult', 'run_lesson', 'Check',
+           'compare_records', 'format_checks', 'make_baseline', 'chance_level', 'baseline_from_seeds', 'new_run_dir',
+           'RunReport', 'load_baseline', 'run_lessons', 'reader_notebook', 'offline_page', 'finding', 'rounded',
+           'headline_figure', 'lesson_blurb', 'write_summary']
 
 # %% ../nbs/00a_lessons.ipynb #1b05b00c
 def nbs_dir() -> Path:
@@ -74,6 +76,51 @@ def _demo_lesson(path, body:str="x = 1", fail:bool=False, seed:bool=False):
     nb = v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}})
     nbformat.write(nb, str(path)); return Path(path)
 
+# %% ../nbs/00a_lessons.ipynb #44cb4883
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+def _plotly_array(v):
+    "A plotly JSON array (a nested list, or plotly 6's typed array {dtype, bdata, shape}) as numpy."
+    import base64, numpy as np
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = v.get("shape")
+        if shape is not None: a = a.reshape([int(s) for s in str(shape).split(",")] if isinstance(shape, str) else shape)
+        return a
+    return np.asarray(v)
+
+def png_data_uri(img) -> str:
+    "A uint8 RGB(A) image [H, W, 3|4] as a PNG data URI (lossless)."
+    import base64, io
+    from PIL import Image
+    buf = io.BytesIO(); Image.fromarray(img).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+def compact_images(spec:dict) -> dict:
+    "Replace the pixel arrays of a plotly figure's image traces by PNG data URIs (same pixels, about a tenth of the bytes); other traces untouched."
+    import numpy as np
+    for tr in spec.get("data", []):
+        if tr.get("type") != "image" or "z" not in tr or "source" in tr or "zmin" in tr or "zmax" in tr: continue
+        try: z = _plotly_array(tr["z"])
+        except (ValueError, TypeError): continue
+        if z.ndim != 3 or z.shape[-1] not in (3, 4) or z.size == 0: continue
+        if tr.get("colormodel", "rgb" if z.shape[-1] == 3 else "rgba") not in ("rgb", "rgba"): continue
+        if not (np.issubdtype(z.dtype, np.number) and np.all(z == np.round(z)) and z.min() >= 0 and z.max() <= 255): continue
+        tr["source"] = png_data_uri(np.ascontiguousarray(z.astype(np.uint8))); del tr["z"]
+        tr.pop("colormodel", None)
+    return spec
+
+def compact_notebook(path) -> int:
+    "Rewrite the executed notebook at `path` with its plotly images as PNG (atomically); returns the bytes saved."
+    path = Path(path); before = path.stat().st_size
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if PLOTLY_MIME in o.get("data", {}): compact_images(o["data"][PLOTLY_MIME])
+    with atomic_write(path, "w") as f: nbformat.write(nb, f)
+    return before - path.stat().st_size
+
+
 # %% ../nbs/00a_lessons.ipynb #810f720e
 @dataclass
 class LessonResult:
@@ -104,8 +151,17 @@ def _error_line(e, executed:Path, src:Path) -> str:
     ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
     return f"{src.name} failed{where}: {ename}: {evalue}"
 
+def _logged_kernel_manager(log):
+    "A kernel manager class whose kernel writes its stdout and stderr (ipykernel's own log, MediaPipe's C++ log) to the open file `log`."
+    from jupyter_client.manager import AsyncKernelManager
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            kw.update(stdout=log, stderr=log)       # Popen arguments, passed down by the provisioner
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+    return LoggedKernelManager
+
 def run_lesson(src, out, preset:str="smoke", device:str="auto", timeout:int=1800, progress:bool=False, **params) -> LessonResult:
-    "Execute lesson `src` into `out` with papermill and return its `LessonResult`."
+    "Execute lesson `src` into `out` with papermill and return its `LessonResult`; the kernel's own output goes to `out` with suffix .log."
     import papermill as pm
     src, out = Path(src), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,12 +169,15 @@ def run_lesson(src, out, preset:str="smoke", device:str="auto", timeout:int=1800
     nbformat.write(prepare_lesson(src, preset), str(prepared))
     t0, err = time.time(), ""
     try:
-        pm.execute_notebook(str(prepared), str(out), parameters=dict(preset=preset, device=device, **params),
-                            kernel_name="python3", cwd=str(src.parent), progress_bar=progress,
-                            execution_timeout=timeout, log_output=False)
+        with open(out.with_suffix(".log"), "ab") as log:
+            pm.execute_notebook(str(prepared), str(out), parameters=dict(preset=preset, device=device, **params),
+                                kernel_name="python3", cwd=str(src.parent), progress_bar=progress,
+                                execution_timeout=timeout, log_output=False, kernel_manager_class=_logged_kernel_manager(log))
     except Exception as e:
         err = _error_line(e, out, src) if out.exists() else f"{src.name}: {type(e).__name__}: {e}"
+        err += f" (kernel log: {out.with_suffix('.log')})"
     finally: prepared.unlink(missing_ok=True)
+    if out.exists(): compact_notebook(out)
     recs = read_records(out) if out.exists() else {}
     return LessonResult(src.stem, not err, round(time.time() - t0, 2), recs, err, str(out))
 
@@ -135,14 +194,14 @@ def _close(got, exp, atol, rtol) -> bool:
     return abs(got - exp) <= atol + rtol * abs(exp)
 
 def compare_records(run:dict, baseline:dict) -> list[Check]:
-    "Compare per-lesson records `run` ({lesson: {name: value}}) with `baseline`'s entries."
+    "Compare per-lesson records `run` ({lesson: {name: value}}) with `baseline`'s entries; lessons the run did not include are left out."
     rows = []
     for lesson, entries in baseline.get("records", {}).items():
         got_all = run.get(lesson)
+        if got_all is None: continue                   # `--only` ran other lessons: nothing to compare, nothing to print
         for name, e in entries.items():
             atol, rtol = e.get("atol", 0.0), e.get("rtol", 0.0)
             tol = f"±{atol:g}" + (f" +{rtol:g}×" if rtol else "")
-            if got_all is None: rows.append(Check(lesson, name, e["value"], None, tol, True, "lesson not run")); continue
             if name not in got_all: rows.append(Check(lesson, name, e["value"], None, tol, False, "missing")); continue
             ok = _close(got_all[name], e["value"], atol, rtol)
             rows.append(Check(lesson, name, e["value"], got_all[name], tol, ok, "" if ok else "out of tolerance"))
@@ -272,7 +331,7 @@ def load_baseline(path) -> dict:
 def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root=None, baseline=None,
                 log=print, progress:bool=True, seed:int|None=None) -> RunReport:
     "Execute the lessons into a new run folder; `seed` goes to the lessons with a `seed` parameter; compare with `baseline` (a path) if given."
-    check_preset(preset); check_device_name(device)
+    check_preset(preset); get_device(device)   # an unknown or absent device (cuda on a CPU machine) stops here, before any lesson runs
     check(seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0), f"seed must be a non-negative integer, got {seed!r}")
     base = load_baseline(baseline) if baseline else None   # a broken baseline stops here, before any lesson runs
     lessons = find_lessons(nbs, only)
@@ -288,45 +347,185 @@ def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root
         rep.checks = compare_records(rep.records, base); rep.save()
     return rep
 
-# %% ../nbs/00a_lessons.ipynb #63d45728
-def _records_table_html(rep:RunReport) -> str:
-    rows = []
-    for r in rep.results:
-        status = "ok" if r.ok else f"FAILED: {html.escape(r.error)}"
-        link = f'<a href="{r.name}.html">{r.name}</a>'
-        recs = "<br>".join(f"<code>{html.escape(k)}</code> = {html.escape(json.dumps(v)[:80])}" for k, v in r.records.items()) or "—"
-        rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{r.seconds:.1f}</td><td>{recs}</td></tr>")
-    return ("<table><tr><th>lesson</th><th>status</th><th>seconds</th><th>records</th></tr>" + "".join(rows) + "</table>")
+# %% ../nbs/00a_lessons.ipynb #a7d48f69
+PLOTLY_JS = "plotly.min.js"        # written once into a run folder; every page loads it from there
 
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
-
-def _plotly_as_html(nb):
-    "Give each plotly output an HTML rendering (plotly.js embedded once per notebook) so it survives nbconvert."
+def _plotly_div(spec:dict) -> str:
+    "A plotly figure as an HTML fragment that expects `Plotly` already loaded (no plotly.js inside)."
     import plotly.io as pio
-    first = True
+    return pio.to_html(pio.from_json(json.dumps(spec)), include_plotlyjs=False, full_html=False)
+
+def _is_plotly_loader(o) -> bool:
+    "Is output `o` plotly's notebook loader (a copy of plotly.js or require.js wiring, not a figure)?"
+    h = o.get("data", {}).get("text/html", "")
+    return isinstance(h, str) and PLOTLY_MIME not in o.get("data", {}) and ("window.PlotlyConfig" in h or "require.undef(\"plotly\")" in h)
+
+def reader_notebook(nb):
+    "A copy of an executed lesson as a reader wants it: no papermill parameters cell, no `#| hide` cells, no `#|` directive lines, plotly figures as HTML that share one plotly.js."
+    import copy, re
+    nb = copy.deepcopy(nb); keep = []
     for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            d = o.get("data", {})
-            if PLOTLY_MIME in d and "text/html" not in d:
-                d["text/html"] = pio.to_html(pio.from_json(json.dumps(d[PLOTLY_MIME])), include_plotlyjs=first, full_html=False)
-                first = False
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags: continue                                  # papermill's copy of the parameters
+        if cell.cell_type == "code":
+            lines = cell.source.splitlines()
+            if any(re.match(r"#\|\s*hide\b", l) for l in lines): continue           # setup the reader is not meant to see
+            cell.source = "\n".join(l for l in lines if not l.startswith("#|")).strip("\n")
+            outs = []
+            for o in cell.get("outputs", []):
+                if _is_plotly_loader(o): continue
+                d = o.get("data", {})
+                if PLOTLY_MIME in d: d["text/html"] = _plotly_div(d[PLOTLY_MIME])
+                outs.append(o)
+            cell.outputs = outs
+            if not cell.source and not outs: continue
+        keep.append(cell)
+    nb.cells = keep
     return nb
 
-def write_summary(rep:RunReport) -> Path:
-    "Render each executed notebook to HTML (plotly figures included) and write `index.html` with the records table."
+_REMOTE_SCRIPT = re.compile(r'<script[^>]*\bsrc="(?:https?:)?//[^"]*"[^>]*>\s*</script>\s*', re.I)
+_REMOTE_LINK = re.compile(r'<link[^>]*\bhref="(?:https?:)?//[^"]*"[^>]*>\s*', re.I)
+
+def offline_page(body:str, plotly_src:str|None=PLOTLY_JS) -> str:
+    "An nbconvert page that loads nothing from the network: remote scripts and styles removed (require.js, MathJax, the widget manager), plotly.js from `plotly_src`."
+    body = _REMOTE_LINK.sub("", _REMOTE_SCRIPT.sub("", body))
+    if plotly_src and "Plotly.newPlot" in body:
+        body = body.replace("</head>", f'<script src="{html.escape(plotly_src)}"></script>\n</head>', 1)
+    return body
+
+
+# %% ../nbs/00a_lessons.ipynb #90888e5d
+FINDINGS = {   # lesson -> its one-line finding, filled in from the run's own records (a record it lacks: the line is left out)
+    "00_core": "{core.n_assets} external files registered with the asset resolver.",
+    "01_lab": "A small CNN finds the lab's forgeries: video AUROC {lab.cnn_auroc:.2f} in-domain, {lab.cnn_auroc_c40:.2f} on c40, "
+              "{lab.cnn_auroc_celebdf:.2f} on celebdf; global colour statistics {lab.colour_auroc:.2f}.",
+    "02a_readers": "Readers tell apart {readers.ffpp_same_stem_videos} FaceForensics++ videos that share a file stem.",
+    "03_faces": "Faces found in {faces.talking_face_face_rate:.0%} of a talking-head video's sampled frames, eyes {faces.talking_face_eye_err_px:.1f} px "
+                "from the template; a small face in a large frame: {faces.small_face_rate:.0%}.",
+    "04_backbone": "The hooked ViT matches open_clip (largest difference {backbone.parity_err_b16:.1g}); ViT-B/16 has {backbone.n_hooks_b16} hook points "
+                   "and {backbone.ln_params_b16:,} LayerNorm parameters.",
+    "05_microclip": "Zero-shot hair colour {microclip.zeroshot.hair_colour:.2f} (chance {microclip.zeroshot.hair_colour.chance:.2f}); a linear probe on "
+                    "its frozen features: {microclip.probe.in_domain.pretrained:.2f} in-domain, {microclip.probe.mean.pretrained:.2f} held-out "
+                    "(random weights {microclip.probe.mean.random:.2f}).",
+    "06_learner": "The learner reaches validation video AUROC {learner.best_valid_video_auroc:.2f} on its toy task; resuming is exact: {learner.resume_exact}.",
+    "07_metrics": "Metrics checked on hand cases (EER {metrics.eer_hand_case:.2f}); toy validation video AUROC {metrics.toy_valid_video_auroc:.2f}.",
+    "08_protocol": "Selection on validation picks epoch {protocol.toy_best_epoch}; that model's in-domain video AUROC {protocol.toy_in_domain_video_auroc:.2f}.",
+    "10_lntuning": "LN-tuning the micro-CLIP: video AUROC {lntuning.ln.microclip.in_domain_video_auroc:.2f} in-domain, "
+                   "{lntuning.ln.microclip.heldout_video_auroc:.2f} held out; the linear probe {lntuning.linear_probe.microclip.in_domain_video_auroc:.2f} "
+                   "and {lntuning.linear_probe.microclip.heldout_video_auroc:.2f}.",
+    "11_fcg": "FCG on the micro-CLIP: video AUROC {fcg.fcg.microclip.in_domain_video_auroc:.2f} in-domain, {fcg.fcg.microclip.heldout_video_auroc:.2f} held out; "
+              "its temporal module alone {fcg.temporal_only.microclip.in_domain_video_auroc:.2f} and {fcg.temporal_only.microclip.heldout_video_auroc:.2f}.",
+    "12_infobottleneck": "The information-bottleneck detector: video AUROC {ib.full.in_domain_video_auroc:.2f} in-domain, {ib.full.heldout_video_auroc:.2f} "
+                         "held out; its blocks' mean pairwise CKA {ib.full.mean_pairwise_cka:.2f} (without the local loss {ib.no_lil.mean_pairwise_cka:.2f}).",
+    "20_attention": "Attention rollout equals its naive form (largest difference {interpret.rollout_naive_err:.1g}).",
+    "21_attributions": "Maps scored against the manipulation mask (pixel AUROC): rollout {interpret.lntuning.rollout.pixel_auroc:.2f}, integrated gradients "
+                       "{interpret.lntuning.integrated_gradients.pixel_auroc:.2f}; a centred blob {interpret.lntuning.centre_map.pixel_auroc:.2f}.",
+    "22_widgets": "{interpret.widget_controls_tested} widget controls driven and checked.",
+}
+
+def finding(lesson:str, records:dict, findings:dict|None=None) -> str|None:
+    "The one-line finding of `lesson`, its template filled from this run's `records`; None if it has none or a record it names is missing."
+    import string
+    t = (FINDINGS if findings is None else findings).get(lesson)
+    if t is None: return None
+    out = []
+    for text, name, spec, _ in string.Formatter().parse(t):    # record names hold dots, so no str.format: look each up whole
+        out.append(text)
+        if name is None: continue
+        if records.get(name) is None: return None
+        try: out.append(format(records[name], spec or ""))
+        except (ValueError, TypeError): return None
+    return "".join(out)
+
+def rounded(v):
+    "A record value as a person reads it: floats to 3 significant figures, long lists cut."
+    if isinstance(v, bool) or v is None: return str(v)
+    if isinstance(v, float): return "nan" if math.isnan(v) else f"{v:.3g}"
+    if isinstance(v, int): return f"{v:,}"
+    if isinstance(v, (list, tuple)):
+        s = "[" + ", ".join(rounded(x) for x in v[:6]) + (", …" if len(v) > 6 else "") + "]"
+        return s
+    return str(v)[:80]
+
+
+# %% ../nbs/00a_lessons.ipynb #429bfed9
+def _figure_html(o) -> str|None:
+    "One output as a figure fragment for the index page (plotly without plotly.js, or an inline image), else None."
+    d = o.get("data", {})
+    if PLOTLY_MIME in d: return _plotly_div(d[PLOTLY_MIME])
+    for mime in ("image/png", "image/jpeg"):
+        if mime in d: return f'<img alt="figure" src="data:{mime};base64,{"".join(d[mime]).strip()}">'
+    if "image/svg+xml" in d: return "".join(d["image/svg+xml"])
+    return None
+
+def headline_figure(nb) -> str|None:
+    "The lesson's picture: the first figure after its '## The picture' heading, else its last figure."
+    figs, after = [], None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and re.match(r"#+\s*the picture", cell.source.strip(), re.I): after = len(figs)
+        for o in cell.get("outputs", []):
+            f = _figure_html(o)
+            if f: figs.append(f)
+    if not figs: return None
+    return figs[after] if after is not None and after < len(figs) else figs[-1]
+
+def lesson_blurb(nb) -> tuple:
+    "(title, one-line summary) of a lesson: its '# ' heading and the '> ' line under it (or its first sentence)."
+    for cell in nb.cells:
+        if cell.cell_type != "markdown": continue
+        m = re.search(r"^#\s+(.+)$", cell.source, re.M)
+        if not m: continue
+        q = re.search(r"^>\s*(.+)$", cell.source, re.M)
+        if q: return m.group(1).strip(), q.group(1).strip()
+        nxt = nb.cells[nb.cells.index(cell) + 1] if nb.cells.index(cell) + 1 < len(nb.cells) else None
+        first = re.split(r"(?<=[.:])\s", nxt.source.strip().replace("\n", " "), maxsplit=1)[0] if nxt is not None and nxt.cell_type == "markdown" else ""
+        return m.group(1).strip(), first
+    return "", ""
+
+_PAGE_STYLE = """body{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+section{border-top:1px solid #ddd;padding:.6em 0 1em}h2{margin:.2em 0;font-size:1.25em}h2 small{font-weight:normal;color:#777}
+.finding{font-size:1.05em}.fail{color:#b00020}.fig{max-width:100%;overflow:auto}.fig img{max-width:100%}
+details table{border-collapse:collapse;font-size:.9em}details td{border-bottom:1px solid #eee;padding:.15em .6em}code{font-size:.95em}"""
+
+def _lesson_section(r, findings:dict) -> str:
+    "One lesson's block on the index page."
+    title, blurb, fig = r.name, "", None
+    if Path(r.output).exists():
+        nb = reader_notebook(nbformat.read(r.output, as_version=4))
+        title, blurb = lesson_blurb(nb); title = title or r.name; fig = headline_figure(nb)
+    line = finding(r.name, r.records, findings) or blurb
+    status = (f'<span class="fail">FAILED: {html.escape(r.error)}</span>' if not r.ok else "ok") + f" · {r.seconds:.0f} s"
+    recs = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td>{html.escape(rounded(v))}</td></tr>" for k, v in r.records.items())
+    fold = f"<details><summary>{len(r.records)} records</summary><table>{recs}</table></details>" if r.records else ""
+    return (f'<section id="{html.escape(r.name)}"><h2><a href="{html.escape(r.name)}.html">{html.escape(title)}</a> <small>{html.escape(r.name)}</small></h2>'
+            f'<p class="finding">{html.escape(line)}</p><p><small>{status}</small></p>'
+            + (f'<div class="fig">{fig}</div>' if fig else "") + fold + "</section>")
+
+def write_summary(rep:RunReport, findings:dict|None=None, extra:str="") -> Path:
+    "Write the run's report: each executed lesson as a page a reader wants, `index.html` with a section per lesson, plotly.js once."
     from nbconvert import HTMLExporter
+    import plotly.offline
+    findings = FINDINGS if findings is None else findings
+    js = rep.folder/PLOTLY_JS
+    if not js.exists():
+        with atomic_write(js, "w") as f: f.write(plotly.offline.get_plotlyjs())
     exp = HTMLExporter()
     for r in rep.results:
         if Path(r.output).exists():
-            body, _ = exp.from_notebook_node(_plotly_as_html(nbformat.read(r.output, as_version=4)))
-            with atomic_write(rep.folder/f"{r.name}.html", "w") as f: f.write(body)
-    fails = "".join(f"<li>{html.escape(c.lesson)} / <code>{html.escape(c.name)}</code>: baseline {c.expected}, this run {c.got} ({c.note})</li>"
-                    for c in rep.checks if not c.ok)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dfworkbench run {rep.folder.name}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto}}td,th{{border-bottom:1px solid #ddd;padding:.3em .6em;vertical-align:top;text-align:left}}</style></head>
-<body><h1>dfworkbench: run {html.escape(rep.folder.name)}</h1>
-<p>preset <b>{rep.preset}</b>, device <b>{html.escape(rep.device)}</b>: {'all lessons passed' if rep.ok else 'something failed'}.</p>
-{('<h2>Baseline regressions</h2><ul>' + fails + '</ul>') if fails else ''}
-<h2>Lessons and records</h2>{_records_table_html(rep)}</body></html>"""
+            body, _ = exp.from_notebook_node(reader_notebook(nbformat.read(r.output, as_version=4)))
+            with atomic_write(rep.folder/f"{r.name}.html", "w") as f: f.write(offline_page(body))
+    fails = "".join(f"<li>{html.escape(c.lesson)} / <code>{html.escape(c.name)}</code>: baseline {html.escape(rounded(c.expected))}, "
+                    f"this run {html.escape(rounded(c.got))} ({html.escape(c.note)})</li>" for c in rep.checks if not c.ok)
+    n_ok = sum(r.ok for r in rep.results)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dfworkbench run {html.escape(rep.folder.name)}</title>
+<script src="{PLOTLY_JS}"></script><style>{_PAGE_STYLE}</style></head>
+<body><h1>dfworkbench: what this run shows</h1>
+<p>Run <code>{html.escape(rep.folder.name)}</code>: preset <b>{html.escape(rep.preset)}</b>, device <b>{html.escape(rep.device)}</b>,
+{n_ok} of {len(rep.results)} lessons passed{', seed ' + str(rep.seed) if rep.seed is not None else ''}. Each heading opens the lesson as it ran;
+the numbers under it are this run's own.</p>
+{('<h2 class="fail">Baseline regressions</h2><ul>' + fails + '</ul>') if fails else ''}
+{''.join(_lesson_section(r, findings) for r in rep.results)}
+{extra}</body></html>"""
     with atomic_write(rep.folder/"index.html", "w") as f: f.write(page)
     return rep.folder/"index.html"
+
