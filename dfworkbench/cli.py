@@ -10,7 +10,8 @@ from pathlib import Path
 from .core import DFWError, PRESETS, atomic_write_json, data_dir, repo_root
 
 # %% auto #0
-__all__ = ['cmd_lessons', 'cmd_tour', 'cmd_baseline', 'cmd_assets', 'render_readme', 'cmd_readme', 'build_parser', 'main']
+__all__ = ['cmd_lessons', 'lesson_checkpoint', 'tour_detections', 'cmd_tour', 'cmd_baseline', 'cmd_assets', 'render_readme',
+           'cmd_readme', 'build_parser', 'main']
 
 # %% ../nbs/00b_cli.ipynb #3738ee3a
 def _lessons_args(p):
@@ -32,11 +33,43 @@ def cmd_lessons(args) -> int:
     print(f"\nrecords: {rep.folder/'records.json'}")
     return 0 if rep.ok else 1
 
+def lesson_checkpoint(runs_root, since:float, name:str="lntuning/ln-microclip") -> Path|None:
+    "The newest run folder `runs_root/name/*` with a result written after time `since` (the tour's own LN-tuning run), or None."
+    found = [p for p in (Path(runs_root)/name).glob("*") if (p/"result.json").is_file() and (p/"result.json").stat().st_mtime >= since]
+    return max(found, key=lambda p: (p/"result.json").stat().st_mtime) if found else None
+
+def tour_detections(rep, since:float, device="auto", name:str="lntuning/ln-microclip") -> str:
+    "Score a lab clip pair and an example face video with the LN-tuning checkpoint the tour trained (`dfw detect`); an HTML section linking the reports."
+    import html, os
+    ck = lesson_checkpoint(rep.folder.parent, since, name)
+    head = "<section id='detect'><h2>Scoring with the lesson's checkpoint: <code>dfw detect</code></h2>"
+    if ck is None:
+        return head + "<p>No LN-tuning run from this tour (10_lntuning was not run, or failed): nothing was scored.</p></section>"
+    from dfworkbench.detect import detect, detect_clips
+    from dfworkbench.lab import load_suite
+    suite = load_suite("ffpp", "smoke", res=64)
+    test = [i for i, m in enumerate(suite.meta) if m["split"] == "test"]
+    pair = [next(i for i in test if suite.meta[i]["label"] == y) for y in (1, 0)]            # the first fake and the first real test clip
+    parts = [("lab clips (ffpp test split)", "detect/lab", detect_clips([suite.record(i) for i in pair], ck, out=rep.folder/"detect"/"lab", device=device))]
+    video = Path(os.environ.get("DFW_ASSETS", "")).expanduser()/"videos"/"talking_face.mp4"
+    if os.environ.get("DFW_ASSETS") and video.is_file():
+        try: parts.append(("an example face video", "detect/video", detect([video], ck, out=rep.folder/"detect"/"video", device=device, frames=8, progress=False)))
+        except DFWError as e: head += f"<p>The face video could not be scored: {html.escape(str(e))}</p>"
+    else: head += "<p>No example face video here (set DFW_ASSETS to a folder holding videos/talking_face.mp4): only lab clips were scored.</p>"
+    body = [head, f"<p>Checkpoint: <code>{html.escape(str(ck))}</code> (trained by 10_lntuning in this run; nothing new is trained here).</p><ul>"]
+    for what, sub, s in parts:
+        rows = "; ".join(f"<a href='{sub}/{html.escape(r['report'])}'>{html.escape(r['name'])}</a>: " +
+                         (f"p(fake) {r['p_fake']:.2f}, {r['verdict']}" if r["p_fake"] is not None else html.escape(r["message"])) for r in s["rows"])
+        body.append(f"<li>{what}: {rows} (<a href='{sub}/index.html'>all reports</a>)</li>")
+    return "".join(body) + "</ul></section>"
+
 def cmd_tour(args) -> int:
-    "Run the lessons on the built-in defaults and write the HTML summary."
+    "Run the lessons on the built-in defaults, score a lab clip and a face video with the checkpoint the LN-tuning lesson trained, write the report."
+    import time
     from dfworkbench.lessons import run_lessons, write_summary
+    since = time.time()
     rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs)
-    page = write_summary(rep)
+    page = write_summary(rep, extra=tour_detections(rep, since, args.device))
     print(f"\n{'all lessons passed' if rep.ok else 'some lessons FAILED'}; summary: {page}")
     for r in rep.results:
         if not r.ok: print(f"FAILED lesson {r.name}: {r.error}", file=sys.stderr)
@@ -104,7 +137,9 @@ def cmd_readme(args) -> int:
 
 # %% ../nbs/00b_cli.ipynb #a7a8064b
 _LAZY = {"preprocess": ("dfworkbench.faces", "preprocess_parser", "preprocess_command",
-                        "face crops, landmarks and part masks from a folder or manifest of videos")}
+                        "face crops, landmarks and part masks from a folder or manifest of videos"),
+         "detect": ("dfworkbench.detect", "detect_parser", "detect_command",
+                    "score videos, images or folders with a trained detector: a JSON and an HTML report (heat maps) per input")}
 
 def build_parser() -> argparse.ArgumentParser:
     "The `dfw` argument parser with all subcommands."
