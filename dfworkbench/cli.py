@@ -139,7 +139,9 @@ def cmd_readme(args) -> int:
 _LAZY = {"preprocess": ("dfworkbench.faces", "preprocess_parser", "preprocess_command",
                         "face crops, landmarks and part masks from a folder or manifest of videos"),
          "detect": ("dfworkbench.detect", "detect_parser", "detect_command",
-                    "score videos, images or folders with a trained detector: a JSON and an HTML report (heat maps) per input")}
+                    "score videos, images or folders with a trained detector: a JSON and an HTML report (heat maps) per input"),
+         "import": ("dfworkbench.convert", "import_parser", "import_command",
+                    "convert released weights (Hugging Face CLIP with PEFT LN-tuning keys, official FCG) into a detector folder")}
 
 def build_parser() -> argparse.ArgumentParser:
     "The `dfw` argument parser with all subcommands."
