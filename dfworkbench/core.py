@@ -4,20 +4,22 @@
 
 # %% ../nbs/00_core.ipynb #a7da4923
 from __future__ import annotations
-import contextlib, dataclasses, hashlib, json, os, random, tempfile, urllib.request
+import contextlib, dataclasses, hashlib, json, os, random, sys, tempfile, urllib.request
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
-import torch
+# torch is imported inside the functions that use it: the face pipeline's worker processes use this module
+# and must stay free of torch's 500 MB import (`dfworkbench.faces` imports no torch).
 
 # %% auto #0
-__all__ = ['PRESETS', 'DEVICE_NAMES', 'OPENAI_MEAN', 'OPENAI_STD', 'RECORD_MIME', 'ASSETS', 'DFWError', 'check', 'check_preset',
-           'skip_flags', 'Config', 'RunConfig', 'check_device_name', 'get_device', 'autocast_dtype', 'autocast',
-           'seed_everything', 'seed_worker', 'make_generator', 'cache_dir', 'runs_dir', 'repo_root', 'data_dir',
-           'atomic_write', 'atomic_write_json', 'file_lock', 'PreprocessCfg', 'record', 'read_records', 'Asset',
-           'register_asset', 'AssetError', 'sha256_file', 'resolve_asset', 'asset_path_or_skip', 'asset_table']
+__all__ = ['PRESETS', 'DEVICE_NAMES', 'OPENAI_MEAN', 'OPENAI_STD', 'PARTS', 'PART_COLOURS', 'RECORD_MIME', 'ASSETS', 'DFWError',
+           'check', 'check_preset', 'skip_flags', 'Config', 'RunConfig', 'check_device_name', 'get_device',
+           'autocast_dtype', 'autocast', 'seed_everything', 'seed_worker', 'make_generator', 'cache_dir', 'runs_dir',
+           'repo_root', 'data_dir', 'atomic_write', 'atomic_write_json', 'file_lock', 'PreprocessCfg', 'colour_parts',
+           'record', 'read_records', 'Asset', 'register_asset', 'AssetError', 'sha256_file', 'resolve_asset',
+           'asset_path_or_skip', 'asset_table']
 
 # %% ../nbs/00_core.ipynb #bbaa3467
 class DFWError(ValueError):
@@ -39,7 +41,9 @@ def check_preset(name:str) -> str:
 def skip_flags(preset:str, cuda:bool|None=None) -> tuple:
     "nbdev flags whose cells a run with `preset` leaves out (`gpu` cells run only where CUDA is)."
     flags = _SKIP_FLAGS[check_preset(preset)]
-    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda is None:
+        import torch
+        cuda = torch.cuda.is_available()
     return tuple(f for f in flags if not (f == "gpu" and cuda and preset != "smoke"))
 
 # %% ../nbs/00_core.ipynb #42376c5f
@@ -92,12 +96,14 @@ DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 def check_device_name(device) -> str:
     "Refuse a device name that is not auto, cpu, cuda, cuda:N or mps (whether it is present is `get_device`'s business)."
-    check(isinstance(device, torch.device) or isinstance(device, str) and DEVICE_NAMES.fullmatch(device) is not None,
+    torch = sys.modules.get("torch")                  # a torch.device exists only if torch was imported
+    check(torch is not None and isinstance(device, torch.device) or isinstance(device, str) and DEVICE_NAMES.fullmatch(device) is not None,
           f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
     return device
 
 def get_device(device:str|torch.device="auto") -> torch.device:
     "The torch device for `device` (`auto` = CUDA, then MPS, then CPU)."
+    import torch
     if isinstance(device, torch.device): return device
     check_device_name(device)
     if device == "auto":
@@ -115,16 +121,19 @@ def get_device(device:str|torch.device="auto") -> torch.device:
 
 def autocast_dtype(device) -> torch.dtype|None:
     "The autocast dtype for `device`: bf16 on CUDA, none elsewhere."
+    import torch
     return torch.bfloat16 if get_device(device).type == "cuda" else None
 
 def autocast(device):
     "Autocast context for `device` (bf16 on CUDA; a no-op elsewhere)."
+    import torch
     dt = autocast_dtype(device)
     return torch.autocast("cuda", dtype=dt) if dt is not None else contextlib.nullcontext()
 
 # %% ../nbs/00_core.ipynb #f291e645
 def seed_everything(seed:int=0, deterministic:bool=False) -> int:
     "Seed python, numpy and torch (CPU and CUDA); optionally ask torch for deterministic kernels."
+    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     if deterministic: torch.use_deterministic_algorithms(True, warn_only=True)
@@ -132,11 +141,13 @@ def seed_everything(seed:int=0, deterministic:bool=False) -> int:
 
 def seed_worker(worker_id:int):
     "`worker_init_fn` for DataLoader: seed python and numpy from torch's per-worker seed."
+    import torch
     s = torch.initial_seed() % 2**32
     np.random.seed(s); random.seed(s)
 
 def make_generator(seed:int=0) -> torch.Generator:
     "A torch CPU generator seeded with `seed` (for DataLoader shuffling and samplers)."
+    import torch
     g = torch.Generator(); g.manual_seed(seed); return g
 
 # %% ../nbs/00_core.ipynb #585e2ecc
@@ -177,7 +188,8 @@ def atomic_write(path, mode:str="wb") -> Iterator:
 
 def _jsonable(o):
     if isinstance(o, (np.generic,)): return o.item()
-    if isinstance(o, torch.Tensor): return o.tolist()
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(o, torch.Tensor): return o.tolist()
     if isinstance(o, np.ndarray): return o.tolist()
     if isinstance(o, Path): return str(o)
     if dataclasses.is_dataclass(o): return asdict(o)
@@ -224,9 +236,19 @@ class PreprocessCfg:
 
     def normalize(self, x:torch.Tensor) -> torch.Tensor:
         "Normalise float images in [0, 1] with channels at dim -3."
+        import torch
         m = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
         s = torch.tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
         return (x - m) / s
+
+# %% ../nbs/00_core.ipynb #d5a21f4a
+PARTS = ("background", "skin", "eyes", "nose", "lips", "brows", "hair")  # part ids 0..6 of every part map
+PART_COLOURS = np.array([[20, 20, 20], [230, 180, 150], [40, 90, 230], [60, 200, 80],
+                         [220, 40, 60], [240, 210, 40], [120, 70, 30]], np.uint8)  # display colour per part id
+
+def colour_parts(parts:np.ndarray) -> np.ndarray:
+    "RGB picture uint8 [..., 3] of a part map [...] for display."
+    return PART_COLOURS[np.asarray(parts)]
 
 # %% ../nbs/00_core.ipynb #f576606f
 RECORD_MIME = "application/vnd.dfworkbench.record+json"

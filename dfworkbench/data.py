@@ -15,18 +15,11 @@ from torch.utils.data import Dataset, DataLoader
 from .core import check, PreprocessCfg, seed_worker, make_generator
 
 # %% auto #0
-__all__ = ['PARTS', 'PART_COLOURS', 'SAMPLINGS', 'colour_parts', 'jpeg', 'ClipRecord', 'ClipBatch', 'frame_indices',
-           'ClipAugment', 'augment_clip', 'to_model_input', 'resize_maps', 'ClipDataset', 'FrameDataset', 'ClipCollate',
-           'make_loader']
+__all__ = ['SAMPLINGS', 'jpeg', 'ClipRecord', 'ClipBatch', 'frame_indices', 'ClipAugment', 'augment_clip', 'to_model_input',
+           'resize_maps', 'ClipDataset', 'FrameDataset', 'ClipCollate', 'make_loader']
 
 # %% ../nbs/02_data.ipynb #3dd1ee4b
-PARTS = ("background", "skin", "eyes", "nose", "lips", "brows", "hair")  # part ids 0..6 of every part map
-PART_COLOURS = np.array([[20, 20, 20], [230, 180, 150], [40, 90, 230], [60, 200, 80],
-                         [220, 40, 60], [240, 210, 40], [120, 70, 30]], np.uint8)  # display colour per part id
-
-def colour_parts(parts:np.ndarray) -> np.ndarray:
-    "RGB picture uint8 [..., 3] of a part map [...] for display."
-    return PART_COLOURS[np.asarray(parts)]
+from .core import PARTS, PART_COLOURS, colour_parts   # defined in core: the face pipeline's workers use them without torch
 
 # %% ../nbs/02_data.ipynb #d7360766
 def jpeg(frames:np.ndarray, quality:int|None) -> np.ndarray:

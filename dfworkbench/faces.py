@@ -14,7 +14,7 @@ from fastcore.basics import patch_to
 
 from .core import DFWError, check, resolve_asset, atomic_write_json
 from .readers import VideoEntry, read_dataset, is_image, load_json, IMAGE_EXTS, VIDEO_EXTS
-from .data import ClipRecord
+
 
 # %% auto #0
 __all__ = ['FIVE_POINTS', 'ARCFACE_112', 'CROP_PRESETS', 'RINGS', 'NOSE_POINTS', 'SETTINGS', 'LABEL_NAMES', 'VideoError',
@@ -345,7 +345,7 @@ def align_face(frame:np.ndarray, lms:np.ndarray, preset="lntuning") -> tuple[np.
     return crop, transform_points(lms, M).astype(np.float32), M.astype(np.float32)
 
 # %% ../nbs/03_faces.ipynb #0765676a
-from .data import PARTS, PART_COLOURS  # ("background", "skin", "eyes", "nose", "lips", "brows", "hair"): ids 0..6
+from .core import PARTS, PART_COLOURS  # ("background", "skin", "eyes", "nose", "lips", "brows", "hair"): ids 0..6
 
 RINGS = {  # closed contours, ordered, from MediaPipe's FaceLandmarksConnections
     "face_oval": (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
@@ -491,6 +491,7 @@ def self_blend_clip(frames:np.ndarray, lms:np.ndarray, seed:int=0) -> tuple[np.n
 # %% ../nbs/03_faces.ipynb #d04a66a3
 def crop_records(crops:FaceCrops, video_id:str, label:int=0, clip_len:int=4, source:str="", family:str="real") -> list[ClipRecord]:
     "Cut one video's crops into `ClipRecord`s of `clip_len` frames, with part masks and an empty manip mask."
+    from dfworkbench.data import ClipRecord           # here, not at the top: the face workers never load torch
     parts, out = crops.parts(), []
     for s in range(0, len(crops.frames) - clip_len + 1, clip_len):
         sl = slice(s, s + clip_len)

@@ -233,3 +233,11 @@ def test_stills_become_one_frame_records(tmp_path):
     assert len(ds) == 1 and ds[0].frames.shape == (1, 256, 256, 3) and ds[0].parts.shape == (1, 256, 256)
     frames = [tmp_path / f"face.{e}" for e in ("jpg", "png")]                 # a frame folder (DeepfakeBench)
     assert extract_faces(frames, 32).frame_idx.tolist() == [0, 1]
+
+
+def test_face_pipeline_imports_no_torch():
+    "The face workers (`dfworkbench.faces` and what it imports) stay free of torch, whose import alone is about 500 MB resident."
+    import subprocess, sys
+    code = "import sys, dfworkbench.faces, dfworkbench.readers, mediapipe.tasks.python.vision; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]", r.stdout[:500]
