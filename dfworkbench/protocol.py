@@ -123,9 +123,15 @@ def heldout_diff(a:Result, b:Result, level:str="video", n_boot:int=1000, seed:in
 # %% ../nbs/08_protocol.ipynb #34e5a02f
 def new_run_dir(name:str, root=None) -> Path:
     "A new, empty run folder `root/name/<time>-<id>` (root: `runs_dir()`); earlier runs are never touched."
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    d = Path(root or runs_dir())/name/f"{stamp}-{uuid.uuid4().hex[:6]}"
-    d.mkdir(parents=True, exist_ok=False)
+    import torch.distributed as dist
+    shared = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1   # several processes of one run
+    d = None
+    if not shared or dist.get_rank() == 0:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        d = Path(root or runs_dir())/name/f"{stamp}-{uuid.uuid4().hex[:6]}"
+        d.mkdir(parents=True, exist_ok=False)
+    if shared:                                  # the main process made it; every process writes into that one
+        box = [None if d is None else str(d)]; dist.broadcast_object_list(box, src=0); d = Path(box[0])
     return d
 
 # %% ../nbs/08_protocol.ipynb #f8ef9079
