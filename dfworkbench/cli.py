@@ -141,7 +141,11 @@ _LAZY = {"preprocess": ("dfworkbench.faces", "preprocess_parser", "preprocess_co
          "detect": ("dfworkbench.detect", "detect_parser", "detect_command",
                     "score videos, images or folders with a trained detector: a JSON and an HTML report (heat maps) per input"),
          "import": ("dfworkbench.convert", "import_parser", "import_command",
-                    "convert released weights (Hugging Face CLIP with PEFT LN-tuning keys, official FCG) into a detector folder")}
+                    "convert released weights (Hugging Face CLIP with PEFT LN-tuning keys, official FCG) into a detector folder"),
+         "train": ("dfworkbench.jobs", "train_parser", "train_command",
+                   "train a registered detector (lntuning, fcg, infobottleneck) from a preset on DATA; selection and threshold on validation only"),
+         "eval": ("dfworkbench.jobs", "eval_parser", "eval_command",
+                  "evaluate a checkpoint or run folder on DATA: AUROC, AP, EER, accuracy at 0.5 and at the validation threshold; JSON, CSV, offline HTML")}
 
 def build_parser() -> argparse.ArgumentParser:
     "The `dfw` argument parser with all subcommands."
