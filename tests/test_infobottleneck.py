@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from dfworkbench.backbone import load_backbone
 from dfworkbench.core import DFWError
@@ -160,3 +161,96 @@ def test_mixup_and_small_helpers():
     maps = torch.full((1, 2, 2), 0.25); parts = torch.zeros(1, 4, 4, dtype=torch.uint8); parts[:, :2] = 4
     assert torch.allclose(part_mass(maps, parts)[0, [0, 4]], torch.tensor([0.5, 0.5]))
     assert IBHeads(3, 4).eval()(torch.randn(2, 3, 4)).loo.shape == (3, 2, 2)
+
+
+def _reference_lrs(base_lrs, epochs, steps, T_max):
+    "The official loop's LRs: a new Adam and CosineAnnealingLR(T_max) each epoch, the scheduler stepped after every optimiser step."
+    out = []
+    for _ in range(epochs):
+        opt = torch.optim.Adam([dict(params=[torch.zeros(1, requires_grad=True)], lr=b) for b in base_lrs])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=T_max)
+        for _ in range(steps):
+            out.append([g["lr"] for g in opt.param_groups]); opt.step(); sched.step()
+    return out
+
+
+def test_reference_schedule_equals_cosineannealinglr_stepped_per_iteration_and_restarted_per_epoch():
+    from dfworkbench.learner import Callback, Learner, LearnerConfig, ToyDetector, toy_clips
+    from dfworkbench.methods.infobottleneck import IBCosineSchedule
+
+    class TwoRates(ToyDetector):
+        def param_groups(self, cfg):
+            return [dict(name="w", params=[self.head[1].weight]), dict(name="b", params=[self.head[1].bias], lr_scale=0.25)]
+
+    class Seen(Callback):
+        def before_fit(self, learn): self.lrs = []
+        def after_step(self, learn): self.lrs.append([g["lr"] for g in learn.opt.param_groups])
+
+    seen, data = Seen(), toy_clips(14, 1)
+    cfg = LearnerConfig(epochs=2, batch_size=2, lr=1e-3, schedule="constant", reset_optimizer="epoch", progress=False, device="cpu")
+    learn = Learner(TwoRates(), data, None, cfg, callbacks=[IBCosineSchedule(3), seen], collate_fn=data.collate_fn).fit()
+    ref = _reference_lrs([1e-3, 2.5e-4], epochs=2, steps=7, T_max=3)               # 7 steps: down at 3, back up at 6, restart at 7
+    assert len(seen.lrs) == 14 and max(abs(a - b) for r, s in zip(ref, seen.lrs) for a, b in zip(r, s)) < 1e-15
+    assert [r["lr"] for r in learn.step_log] == [s[0] for s in seen.lrs]
+    assert seen.lrs[3][0] < 1e-18 and seen.lrs[6][0] == pytest.approx(1e-3) and seen.lrs[7][0] == pytest.approx(1e-3)
+    with pytest.raises(DFWError, match="sets the learning rate itself"):
+        Learner(TwoRates(), data, None, cfg.replace(schedule="cosine"), callbacks=[IBCosineSchedule(3)], collate_fn=data.collate_fn).fit()
+
+
+def test_faithful_preset_selects_the_reference_schedule_and_augmentation_others_do_not():
+    from dfworkbench.methods.infobottleneck import IBCosineSchedule, ReferenceAugment
+    f, t = IBConfig.from_preset("faithful"), IBConfig.from_preset("tiny")
+    assert f.learner_config().schedule == "constant" and [type(c) for c in f.callbacks()] == [IBCosineSchedule]
+    assert f.callbacks()[0].T_max == 150 and f.callbacks()[0].eta_min == 0.0 and f.learner_config().reset_optimizer == "epoch"
+    assert isinstance(f.augmentation(224), ReferenceAugment)
+    assert t.learner_config().schedule == "cosine" and t.callbacks() == [] and t.augmentation(64) is None
+    opt_in = IBConfig.from_preset("tiny", lr_schedule="reference", cosine_t_max=40)
+    assert opt_in.learner_config().schedule == "constant" and opt_in.callbacks()[0].T_max == 40
+    with pytest.raises(DFWError, match="unknown lr_schedule"): IBConfig(lr_schedule="plateau")
+
+
+def test_reference_augment_has_the_reference_parameters_and_only_touches_training_items():
+    import numpy as np
+    from dfworkbench.data import ClipRecord, FrameDataset
+    from dfworkbench.methods.infobottleneck import reference_augment, reference_extras
+    a = reference_augment(224)
+    assert (a.noise_var, a.noise_p, a.grey_p, a.shift, a.scale, a.rotate, a.affine_p) == ((10.0, 50.0), 0.1, 0.2, 0.1, 0.2, 10.0, 0.5)
+    assert (a.base.jpeg, a.base.jpeg_p, a.base.blur_p, a.base.flip, a.base.colour_p, a.base.crop_p) == ((60, 100), 0.5, 0.05, 0.5, 0.7, 0.0)
+    draws = [a.draw_extra(np.random.default_rng(s)) for s in range(3000)]
+    for k, p in (("noise", 0.1), ("grey", 0.2), ("affine", 0.5)):
+        assert abs(np.mean([bool(d[k]) for d in draws]) - p) < 4 * (p * (1 - p) / 3000) ** 0.5
+    img = np.random.default_rng(0).integers(0, 256, (7, 7, 3), dtype=np.uint8)
+    off = dict(noise=None, grey=False, affine=None)
+    assert np.array_equal(reference_extras(img, None, None, {**off, "affine": (-90.0, 1.0, 0.0, 0.0)}, None)[0], np.rot90(img, -1))
+    grey = reference_extras(img, None, None, {**off, "grey": True}, None)[0]
+    assert (grey == grey[..., :1]).all()
+    clips = [ClipRecord(np.random.default_rng(i).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8), i % 2, f"v{i}") for i in range(4)]
+    cfg = IBConfig.from_preset("faithful")
+    train = FrameDataset(clips, per_clip=2, train=True)
+    view = cfg.training_split(train, labels=[c.label for c in clips for _ in range(2)], seed=3)
+    assert len(view) == 2 * 2 * 4 + 2 * 2
+    assert np.mean([not np.array_equal(view[k].frames, view.dataset[k].frames) for k in range(len(view))]) > 0.8
+    assert np.array_equal(view[2].frames, view[2].frames)                                   # seeded by (seed, epoch, index)
+    evals = FrameDataset(clips, per_clip=2)
+    assert all(np.array_equal(evals[k].frames, clips[k // 2].frames[[k % 2]]) for k in range(len(evals)))   # evaluation: untouched
+    assert IBConfig.from_preset("tiny").training_split(train) is train
+
+
+def test_branches_copied_by_copy_blocks_share_nothing_and_train_only_lora_and_projections(tower):
+    import copy
+    from dfworkbench.detector import add_lora
+    from dfworkbench.methods.infobottleneck import BranchLIBs
+    torch.manual_seed(0); br = BranchLIBs(tower.visual, n=2, k=2, d=8)
+    tower_ptrs = {t.data_ptr() for t in list(tower.parameters()) + list(tower.buffers())}
+    own = list(br.named_parameters(remove_duplicate=False)) + list(br.named_buffers(remove_duplicate=False))
+    assert not any(t.data_ptr() in tower_ptrs for _, t in own)
+    assert len({t.data_ptr() for _, t in own}) == len(own)
+    assert {n for n, p in br.named_parameters() if p.requires_grad} == \
+        {n for n, _ in br.named_parameters() if n.endswith((".A", ".B")) or n.startswith("proj.")}
+    assert not any("parametrizations" in n for n, _ in tower.named_parameters())
+    blocks = tower.visual.transformer.resblocks; L = len(blocks)
+    old = nn.ModuleList(copy.deepcopy(blocks[i]) for i in range(L - 2, L)).requires_grad_(False); add_lora(old, 4, 8.0)
+    new = br.branches[0]
+    assert [(n, p.shape, p.requires_grad) for n, p in new.named_parameters()] == [(n, p.shape, p.requires_grad) for n, p in old.named_parameters()]
+    for (n, a), (_, b) in zip(new.state_dict().items(), old.state_dict().items()):
+        assert torch.equal(a, b) or n.endswith(".A"), n                                   # all equal but LoRA's random A

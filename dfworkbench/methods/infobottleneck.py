@@ -4,8 +4,8 @@
 
 # %% ../../nbs/12_infobottleneck.ipynb #8aa2ebb0
 from __future__ import annotations
-import copy, math, warnings
-from dataclasses import dataclass
+import math, warnings
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -16,17 +16,17 @@ from fastcore.basics import patch
 
 from ..core import Asset, AssetError, Config, DFWError, PreprocessCfg, check, register_asset, resolve_asset
 from ..backbone import HookedViT, load_backbone, read_state_dict
-from ..data import ClipAugment, ClipRecord, PARTS
-from ..detector import Detector, DetectorOutput, LossOutput, add_lora, mean_prob_logits, register_detector
-from ..learner import LearnerConfig
+from ..data import ClipAugment, ClipRecord, PARTS, augment_clip
+from ..detector import Detector, DetectorOutput, LossOutput, add_lora, copy_blocks, mean_prob_logits, register_detector
+from ..learner import Callback, LearnerConfig
 from .lntuning import FeatureCache
 
 # %% auto #0
-__all__ = ['REDUCTIONS', 'NORMS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'RESNETS', 'LIBS', 'WEIGHTINGS', 'posterior_kl', 'gil_loss',
-           'lil_loss', 'AutoWeights', 'mixup', 'mixed_ce', 'FusionMLP', 'leave_one_out', 'IBLogits', 'IBHeads',
-           'QueryLIB', 'QueryLIBs', 'BranchLIBs', 'resnet_lib', 'IBConfig', 'check_ib_config', 'reference_augment',
-           'OversampleReal', 'IBDetector', 'linear_cka', 'pairwise_cka', 'mean_offdiag', 'part_mass', 'mask_mass',
-           'collect_ib']
+__all__ = ['REDUCTIONS', 'NORMS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'RESNETS', 'LIBS', 'WEIGHTINGS', 'LR_SCHEDULES',
+           'posterior_kl', 'gil_loss', 'lil_loss', 'AutoWeights', 'mixup', 'mixed_ce', 'FusionMLP', 'leave_one_out',
+           'IBLogits', 'IBHeads', 'QueryLIB', 'QueryLIBs', 'BranchLIBs', 'resnet_lib', 'IBConfig', 'check_ib_config',
+           'ReferenceAugment', 'reference_extras', 'reference_augment', 'AugmentedView', 'OversampleReal', 'IBDetector',
+           'IBCosineSchedule', 'linear_cka', 'pairwise_cka', 'mean_offdiag', 'part_mass', 'mask_mass', 'collect_ib']
 
 # %% ../../nbs/12_infobottleneck.ipynb #6f35d715
 REDUCTIONS = ("mean", "batchmean")
@@ -194,7 +194,7 @@ class BranchLIBs(nn.Module):
         self.start, self.lora = L - k, []
         self.branches = nn.ModuleList()
         for _ in range(n):
-            br = nn.ModuleList(copy.deepcopy(blocks[i]) for i in range(L - k, L)).requires_grad_(False)
+            br = copy_blocks(visual, L - k).requires_grad_(False)                  # own copies of blocks L-k .. L-1
             self.lora += add_lora(br, r, alpha)                                  # rank-r update of each attn.out_proj
             self.branches.append(br)
         self.proj = nn.ModuleList(nn.Linear(visual.transformer.width, d) for _ in range(n))
@@ -231,6 +231,7 @@ def resnet_lib(name:str="resnet34", pretrained:str|None="imagenet", download:boo
 # %% ../../nbs/12_infobottleneck.ipynb #eccb3679
 LIBS = ("query", "branch", "resnet")
 WEIGHTINGS = ("auto", "hyper")
+LR_SCHEDULES = ("cosine", "reference")
 
 @dataclass
 class IBConfig(Config):
@@ -265,11 +266,14 @@ class IBConfig(Config):
     batch_size: int = 256             # frames per step (reference)
     epochs: int = 20                  # reference README
     reset_optimizer: bool = True      # re-create the optimiser state at each epoch, as the code does
+    lr_schedule: str = "cosine"       # cosine (one decay over the run) | reference (CosineAnnealingLR per iteration, restarted each epoch)
+    cosine_t_max: int = 150           # reference schedule: T_max, in iterations (the code's 150)
     real_oversample: int = 1          # list each real training item this many times (reference FF++: 4)
-    augment: bool = False             # train with `reference_augment` (the code's albumentations, as far as they go)
+    augment: bool = False             # train with `reference_augment` (the code's albumentations) through `training_split`
     def __post_init__(self): check_ib_config(self)
     PRESETS: ClassVar[dict] = {
-        "faithful": dict(lib="resnet", backbone="resnet34", pretrained="imagenet", real_oversample=4, augment=True),
+        "faithful": dict(lib="resnet", backbone="resnet34", pretrained="imagenet", real_oversample=4, augment=True,
+                         lr_schedule="reference"),
         "clip": dict(lib="query", backbone="ViT-L-14", pretrained="openai"),
         "tiny": dict(lib="query", backbone="micro-clip", pretrained="lab", d=64, batch_size=32, epochs=6,
                      mixup_at="tokens", token_cache=8192),
@@ -289,6 +293,8 @@ def check_ib_config(self:IBConfig):
     check(self.temperature > 0 and self.mixup_alpha >= 0 and self.d >= 1, "temperature must be > 0, mixup_alpha >= 0 and d >= 1")
     check(self.mixup_at in ("input", "tokens"), f"mixup_at must be input or tokens, got {self.mixup_at!r}")
     check(isinstance(self.token_cache, int) and self.token_cache >= 0, f"token_cache must be a number of frames >= 0, got {self.token_cache!r}")
+    check(self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}: use one of {LR_SCHEDULES}")
+    check(isinstance(self.cosine_t_max, int) and self.cosine_t_max >= 1, f"cosine_t_max must be an integer >= 1, got {self.cosine_t_max!r}")
     check(isinstance(self.real_oversample, int) and self.real_oversample >= 1, f"real_oversample must be an integer >= 1, got {self.real_oversample!r}")
     if self.lib == "resnet":
         check(self.backbone in RESNETS, f"unknown backbone {self.backbone!r} for lib='resnet': use one of {sorted(RESNETS)}, "
@@ -301,18 +307,71 @@ def check_ib_config(self:IBConfig):
 # %% ../../nbs/12_infobottleneck.ipynb #a60aba4c
 @patch
 def learner_config(self:IBConfig, **kw) -> LearnerConfig:
-    "This recipe as a `LearnerConfig` (AdamW, cosine per step, no clipping, optimiser reset per epoch; no last batch of 1 for BatchNorm)."
+    "This recipe as a `LearnerConfig` (AdamW, no clipping, optimiser reset per epoch, no last batch of 1 for BatchNorm; cosine over the run, or constant for `IBCosineSchedule`)."
     return LearnerConfig(**{**dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                                   optimizer="adamw", schedule="cosine", warmup_steps=0, grad_clip=None,
-                                   reset_optimizer="epoch" if self.reset_optimizer else "never",
+                                   optimizer="adamw", schedule="cosine" if self.lr_schedule == "cosine" else "constant",
+                                   warmup_steps=0, grad_clip=None, reset_optimizer="epoch" if self.reset_optimizer else "never",
                                    drop_last=self.fusion_norm == "batch"), **kw})
 
 # %% ../../nbs/12_infobottleneck.ipynb #a22e552f
-def reference_augment(res:int=224) -> ClipAugment:
-    "The code's albumentations, as far as `ClipAugment` reaches (JPEG, blur, flip, colour, shift-scale as a crop), for `res` px."
+@dataclass
+class ReferenceAugment:
+    "The code's training augmentation of a clip: `base` (flip, colour, blur, JPEG), then Gaussian noise, grey and shift-scale-rotate."
+    base: ClipAugment                 # the data layer's flip, colour, blur and JPEG (crop off: the affine shifts and scales)
+    noise_var: tuple = (10.0, 50.0)   # GaussNoise: variance range in squared grey levels (0-255), drawn per clip
+    noise_p: float = 0.1              # GaussNoise p
+    grey_p: float = 0.2               # ToGray p
+    shift: float = 0.1                # ShiftScaleRotate: shift up to this fraction of the side, each axis
+    scale: float = 0.2                # ShiftScaleRotate: zoom in [1 - scale, 1 + scale]
+    rotate: float = 10.0              # ShiftScaleRotate: rotation up to this many degrees either way
+    affine_p: float = 0.5             # ShiftScaleRotate p
+
+    def draw_extra(self, rng) -> dict:
+        "One draw of the three extra operations (None or False where one is off): noise variance, grey, (angle, zoom, dx, dy)."
+        u = lambda lo, hi: float(rng.uniform(lo, hi))
+        return dict(noise=u(*self.noise_var) if rng.random() < self.noise_p else None, grey=bool(rng.random() < self.grey_p),
+                    affine=(u(-self.rotate, self.rotate), u(1 - self.scale, 1 + self.scale), u(-self.shift, self.shift),
+                            u(-self.shift, self.shift)) if rng.random() < self.affine_p else None)
+
+# %% ../../nbs/12_infobottleneck.ipynb #d611eb3c
+def reference_extras(f:np.ndarray, p, m, a:dict, rng) -> tuple:
+    "Noise, grey and the affine of draw `a` on a frame [H, W, 3] uint8; the affine also moves parts [H, W] (nearest) and mask [H, W]."
+    import cv2
+    if a["noise"] is not None:
+        f = (f.astype(np.float32) + rng.normal(0.0, a["noise"] ** 0.5, f.shape)).clip(0, 255).round().astype(np.uint8)
+    if a["grey"]: f = np.repeat(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY)[..., None], 3, -1)   # [H, W, 3]
+    if a["affine"] is not None:
+        angle, zoom, dx, dy = a["affine"]; H, W = f.shape[:2]
+        M = cv2.getRotationMatrix2D(((W - 1) / 2, (H - 1) / 2), angle, zoom); M[:, 2] += (dx * W, dy * H)   # [2, 3]
+        warp = lambda z, interp: None if z is None else cv2.warpAffine(np.ascontiguousarray(z), M, (W, H), flags=interp,
+                                                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        f, p, m = warp(f, cv2.INTER_LINEAR), warp(p, cv2.INTER_NEAREST), warp(m, cv2.INTER_LINEAR)
+    return f, p, m
+
+@patch
+def __call__(self:ReferenceAugment, rec:ClipRecord, rng) -> ClipRecord:
+    "`rec` augmented: the data layer's `augment_clip` with `base`, then one draw of the extras for the whole clip."
+    rec = augment_clip(rec, self.base, rng); a = self.draw_extra(rng)
+    out = [reference_extras(rec.frames[t], None if rec.parts is None else rec.parts[t], None if rec.manip is None else rec.manip[t], a, rng)
+           for t in range(rec.T)]
+    stack = lambda k, src: None if src is None else np.stack([o[k] for o in out])
+    return replace(rec, frames=stack(0, rec.frames), parts=stack(1, rec.parts), manip=stack(2, rec.manip), meta={**rec.meta, "reference_augment": a})
+
+# %% ../../nbs/12_infobottleneck.ipynb #8e44974a
+def reference_augment(res:int=224) -> ReferenceAugment:
+    "The code's albumentations for `res` px frames: the reference's probabilities and ranges, the blur sigma scaled from 224 px."
     check(res > 0, f"res must be a positive number of pixels, got {res}")
-    return ClipAugment(flip=0.5, crop=0.8, crop_p=0.5, colour=0.2, colour_p=0.7, jpeg=(60, 100), jpeg_p=0.5,
-                       blur=(0.3 * res / 224, 0.8 * res / 224), blur_p=0.05)
+    return ReferenceAugment(ClipAugment(flip=0.5, crop=1.0, crop_p=0.0, colour=0.2, colour_p=0.7, jpeg=(60, 100), jpeg_p=0.5,
+                                        blur=(0.3 * res / 224, 0.8 * res / 224), blur_p=0.05))
+
+class AugmentedView(torch.utils.data.Dataset):
+    "A view of a training `dataset` whose items pass through `aug(record, rng)`, the generator seeded by (seed, epoch, index)."
+    def __init__(self, dataset, aug, seed:int=0): self.dataset, self.aug, self.seed, self.epoch = dataset, aug, seed, 0
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, k:int): return self.aug(self.dataset[k], np.random.default_rng([self.seed, self.epoch, k, 12]))
+    def set_epoch(self, epoch:int):
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"): self.dataset.set_epoch(epoch)
 
 class OversampleReal(torch.utils.data.Dataset):
     "A view of `dataset` that lists each real item (label 0) `factor` times, as the code does with its real training images."
@@ -329,9 +388,10 @@ class OversampleReal(torch.utils.data.Dataset):
 
 # %% ../../nbs/12_infobottleneck.ipynb #4b28d575
 @patch
-def training_split(self:IBConfig, dataset, labels=None):
-    "The training split as this recipe sees it: reals listed `real_oversample` times (the dataset itself when 1)."
-    return dataset if self.real_oversample == 1 else OversampleReal(dataset, self.real_oversample, labels)
+def training_split(self:IBConfig, dataset, labels=None, seed:int=0):
+    "The training split as this recipe sees it: reals listed `real_oversample` times, then `augmentation` (the dataset itself when neither)."
+    ds = dataset if self.real_oversample == 1 else OversampleReal(dataset, self.real_oversample, labels)
+    return AugmentedView(ds, self.augmentation(ds[0].frames.shape[1]), seed) if self.augment else ds
 
 @patch
 def augmentation(self:IBConfig, res:int):
@@ -432,6 +492,49 @@ def loss(self:IBDetector, out:DetectorOutput, batch) -> LossOutput:
     total = self.auto(terms) if self.auto is not None else sum(wk * t for wk, t in zip(w, terms))
     if self.auto is not None: parts.update({f"sigma{k}": s for k, s in enumerate(self.auto.sigma)})
     return LossOutput(total, {k: v.detach().float() for k, v in parts.items()})
+
+# %% ../../nbs/12_infobottleneck.ipynb #cdb198ee
+class IBCosineSchedule(Callback):
+    "The reference's LR schedule: CosineAnnealingLR(T_max, eta_min) stepped every iteration and restarted every epoch."
+    order = 1
+    def __init__(self, T_max:int=150,          # iterations from the base LR down to eta_min (the code's 150)
+                 eta_min:float=0.0,            # the floor (the code passes none: PyTorch's 0)
+                 per_epoch:bool=True):         # restart at each epoch, as the code re-creates its scheduler (False: count the run's steps)
+        check(isinstance(T_max, int) and T_max >= 1, f"T_max must be an integer >= 1, got {T_max!r}")
+        check(eta_min >= 0, f"eta_min must be >= 0, got {eta_min!r}")
+        self.T_max, self.eta_min, self.per_epoch = T_max, eta_min, per_epoch
+
+    def lr(self, base:float, i:int) -> float:
+        "The LR of iteration `i` for a group whose base LR is `base` (CosineAnnealingLR's closed form)."
+        return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * i / self.T_max)) / 2
+
+# %% ../../nbs/12_infobottleneck.ipynb #6bc0f523
+@patch
+def before_fit(self:IBCosineSchedule, learn):
+    "Refuse a learner schedule that would compound with this one; note each group's `lr_scale` as the detector asks for it."
+    cfg = learn.config
+    check(cfg.schedule == "constant" and cfg.warmup_steps == 0,
+          f"IBCosineSchedule sets the learning rate itself: train with schedule='constant' and warmup_steps=0 "
+          f"(IBConfig.learner_config does for lr_schedule='reference'), got schedule={cfg.schedule!r}, warmup_steps={cfg.warmup_steps}")
+    self.scales = [g.get("lr_scale", 1.0) for g in learn.detector.param_groups(cfg)]
+    check(len(self.scales) == len(learn.opt.param_groups), "the detector's param_groups no longer match the optimiser's")
+
+@patch
+def before_batch(self:IBCosineSchedule, learn):
+    "Scale each group so that the learner's constant LR times its `lr_scale` is this iteration's cosine LR."
+    self.i = learn.batch_in_epoch - 1 if self.per_epoch else learn.step     # batch_in_epoch already counts this batch
+    for g, s in zip(learn.opt.param_groups, self.scales): g["lr_scale"] = self.lr(learn.config.lr * s, self.i) / learn.config.lr
+
+@patch
+def after_step(self:IBCosineSchedule, learn):
+    "Log the schedule's LR (a group of scale 1) where the learner logged its constant one."
+    learn.lr = learn.step_log[-1]["lr"] = self.lr(learn.config.lr, self.i)
+
+# %% ../../nbs/12_infobottleneck.ipynb #1810756e
+@patch
+def callbacks(self:IBConfig) -> list:
+    "The learner callbacks this recipe needs besides the learner's own: `IBCosineSchedule` for lr_schedule='reference'."
+    return [IBCosineSchedule(self.cosine_t_max)] if self.lr_schedule == "reference" else []
 
 # %% ../../nbs/12_infobottleneck.ipynb #5a80b63f
 def linear_cka(X:torch.Tensor, Y:torch.Tensor) -> float:
