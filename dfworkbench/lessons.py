@@ -248,8 +248,10 @@ def baseline_from_seeds(runs:list, preset:str, old:dict|None=None, k:float=3.0, 
     check(len(set(seeds)) == len(seeds) and None not in seeds, f"each run must be a `dfw lessons --seed N` run with its own seed, got seeds {seeds}")
     ref = runs[seeds.index(0)] if 0 in seeds else runs[0]
     old_recs = (old or {}).get("records", {})
-    out = {k_: v for k_, v in old_recs.items() if k_ not in ref["lessons"]}
-    for lesson, L in ref["lessons"].items():
+    out = {}
+    for lesson in list(old_recs) + [l for l in ref["lessons"] if l not in old_recs]:   # the old file's order; new lessons last
+        if lesson not in ref["lessons"]: out[lesson] = old_recs[lesson]; continue        # lessons these runs left out: kept as they were
+        L = ref["lessons"][lesson]
         check(L["ok"], f"lesson {lesson} failed in the seed-{ref.get('seed')} run: fix it before taking a baseline")
         out[lesson] = {}
         seeded = L.get("seed") is not None
@@ -277,7 +279,8 @@ def baseline_from_seeds(runs:list, preset:str, old:dict|None=None, k:float=3.0, 
             e, c = entries[name], chance_level(name)
             if isinstance(e["value"], (int, float)) and abs(e["value"] - c) <= e["atol"] + e.get("rtol", 0.0) * abs(e["value"]):
                 unguarded.setdefault(lesson, {})[name] = {**entries.pop(name), "why": f"its tolerance band holds chance ({c:g}): a detector at chance would pass it"}
-    return {"preset": preset, "records": out, "not_baselined": unguarded}
+    kept = {l: v for l, v in (old or {}).get("not_baselined", {}).items() if l not in ref["lessons"]}
+    return {"preset": preset, "records": out, "not_baselined": {**kept, **unguarded}}
 
 # %% ../nbs/00a_lessons.ipynb #b83152be
 def new_run_dir(preset:str, root=None) -> Path:
