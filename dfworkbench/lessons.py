@@ -424,6 +424,10 @@ FINDINGS = {   # lesson -> its one-line finding, filled in from the run's own re
     "21_attributions": "Maps scored against the manipulation mask (pixel AUROC): rollout {interpret.lntuning.rollout.pixel_auroc:.2f}, integrated gradients "
                        "{interpret.lntuning.integrated_gradients.pixel_auroc:.2f}; a centred blob {interpret.lntuning.centre_map.pixel_auroc:.2f}.",
     "22_widgets": "{interpret.widget_controls_tested} widget controls driven and checked.",
+    "30_detect": "dfw detect scored {detect.lab_scored} lab clips with {detect.lab_overlays} heat-map overlays; its video score equals the "
+                 "score computed by hand (difference {detect.lab_video_minus_naive:.1g}).",
+    "32_jobs": "dfw eval equals evaluate on the same data (difference {jobs.eval_minus_evaluate:.1g}); its report page loads "
+               "{jobs.page_external_refs} files from the network.",
 }
 
 def finding(lesson:str, records:dict, findings:dict|None=None) -> str|None:
