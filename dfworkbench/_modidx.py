@@ -220,7 +220,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'dfworkbench.detect._device': ('detect.html#_device', 'dfworkbench/detect.py'),
                                     'dfworkbench.detect._esc': ('detect.html#_esc', 'dfworkbench/detect.py'),
                                     'dfworkbench.detect._finish': ('detect.html#_finish', 'dfworkbench/detect.py'),
-                                    'dfworkbench.detect._int_at_least': ('detect.html#_int_at_least', 'dfworkbench/detect.py'),
                                     'dfworkbench.detect._loop': ('detect.html#_loop', 'dfworkbench/detect.py'),
                                     'dfworkbench.detect.analyse': ('detect.html#analyse', 'dfworkbench/detect.py'),
                                     'dfworkbench.detect.clip_frames': ('detect.html#clip_frames', 'dfworkbench/detect.py'),

@@ -554,14 +554,7 @@ def summary_text(s:dict) -> str:
     return "\n".join(out)
 
 # %% ../nbs/30_detect.ipynb #a288a0e1
-def _int_at_least(lo:int):
-    "An argparse type: an integer >= `lo`."
-    def f(x):
-        try: v = int(x)
-        except ValueError: raise argparse.ArgumentTypeError(f"{x!r} is not an integer") from None
-        if v < lo: raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-    return f
+from .faces import _at_least as _int_at_least   # the same argparse type `dfw preprocess` uses
 
 def _device(x):
     try: return check_device_name(x)
