@@ -459,7 +459,7 @@ def rounded(v):
 def _figure_html(o) -> str|None:
     "One output as a figure fragment for the index page (plotly without plotly.js, or an inline image), else None."
     d = o.get("data", {})
-    if PLOTLY_MIME in d: return _plotly_div(d[PLOTLY_MIME])
+    if PLOTLY_MIME in d: return d["text/html"] if "text/html" in d else _plotly_div(d[PLOTLY_MIME])   # reader_notebook rendered it already
     for mime in ("image/png", "image/jpeg"):
         if mime in d: return f'<img alt="figure" src="data:{mime};base64,{"".join(d[mime]).strip()}">'
     if "image/svg+xml" in d: return "".join(d["image/svg+xml"])
@@ -494,11 +494,10 @@ section{border-top:1px solid #ddd;padding:.6em 0 1em}h2{margin:.2em 0;font-size:
 .finding{font-size:1.05em}.fail{color:#b00020}.fig{max-width:100%;overflow:auto}.fig img{max-width:100%}
 details table{border-collapse:collapse;font-size:.9em}details td{border-bottom:1px solid #eee;padding:.15em .6em}code{font-size:.95em}"""
 
-def _lesson_section(r, findings:dict) -> str:
-    "One lesson's block on the index page."
+def _lesson_section(r, findings:dict, nb=None) -> str:
+    "One lesson's block on the index page; `nb` is its executed notebook in reader form (None: it has none)."
     title, blurb, fig = r.name, "", None
-    if Path(r.output).exists():
-        nb = reader_notebook(nbformat.read(r.output, as_version=4))
+    if nb is not None:
         title, blurb = lesson_blurb(nb); title = title or r.name; fig = headline_figure(nb)
     line = finding(r.name, r.records, findings) or blurb
     status = (f'<span class="fail">FAILED: {html.escape(r.error)}</span>' if not r.ok else "ok") + f" · {r.seconds:.0f} s"
@@ -516,10 +515,11 @@ def write_summary(rep:RunReport, findings:dict|None=None, extra:str="") -> Path:
     js = rep.folder/PLOTLY_JS
     if not js.exists():
         with atomic_write(js, "w") as f: f.write(plotly.offline.get_plotlyjs())
-    exp = HTMLExporter()
+    exp, readers = HTMLExporter(), {}
     for r in rep.results:
         if Path(r.output).exists():
-            body, _ = exp.from_notebook_node(reader_notebook(nbformat.read(r.output, as_version=4)))
+            readers[r.name] = reader_notebook(nbformat.read(r.output, as_version=4))   # read and rendered once: the page and the index use it
+            body, _ = exp.from_notebook_node(readers[r.name])
             with atomic_write(rep.folder/f"{r.name}.html", "w") as f: f.write(offline_page(body))
     fails = "".join(f"<li>{html.escape(c.lesson)} / <code>{html.escape(c.name)}</code>: baseline {html.escape(rounded(c.expected))}, "
                     f"this run {html.escape(rounded(c.got))} ({html.escape(c.note)})</li>" for c in rep.checks if not c.ok)
@@ -531,7 +531,7 @@ def write_summary(rep:RunReport, findings:dict|None=None, extra:str="") -> Path:
 {n_ok} of {len(rep.results)} lessons passed{', seed ' + str(rep.seed) if rep.seed is not None else ''}. Each heading opens the lesson as it ran;
 the numbers under it are this run's own.</p>
 {('<h2 class="fail">Baseline regressions</h2><ul>' + fails + '</ul>') if fails else ''}
-{''.join(_lesson_section(r, findings) for r in rep.results)}
+{''.join(_lesson_section(r, findings, readers.get(r.name)) for r in rep.results)}
 {extra}</body></html>"""
     with atomic_write(rep.folder/"index.html", "w") as f: f.write(page)
     return rep.folder/"index.html"
