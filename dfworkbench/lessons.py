@@ -13,11 +13,12 @@ from .core import (DFWError, check, check_device_name, check_preset, get_device,
                               atomic_write, atomic_write_json, data_dir)
 
 # %% auto #0
-__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'PLOTLY_JS', 'FINDINGS', 'nbs_dir', 'find_lessons', 'prepare_lesson', 'lesson_parameters',
-           'png_data_uri', 'compact_images', 'compact_notebook', 'LessonResult', 'run_lesson', 'Check',
-           'compare_records', 'format_checks', 'make_baseline', 'chance_level', 'baseline_from_seeds', 'new_run_dir',
-           'RunReport', 'load_baseline', 'run_lessons', 'reader_notebook', 'offline_page', 'finding', 'rounded',
-           'headline_figure', 'lesson_blurb', 'write_summary']
+__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'WIDGET_VIEW', 'PLOTLY_JS', 'WIDGET_NOTE', 'FINDINGS', 'nbs_dir', 'find_lessons',
+           'prepare_lesson', 'lesson_parameters', 'png_data_uri', 'compact_images', 'compact_notebook', 'LessonResult',
+           'run_lesson', 'Check', 'compare_records', 'format_checks', 'make_baseline', 'chance_level',
+           'baseline_from_seeds', 'new_run_dir', 'RunReport', 'load_baseline', 'run_lessons', 'photos_as_jpeg',
+           'reader_notebook', 'share_styles', 'lighten_code', 'offline_page', 'finding', 'rounded', 'headline_figure',
+           'lesson_blurb', 'write_summary']
 
 # %% ../nbs/00a_lessons.ipynb #1b05b00c
 def nbs_dir() -> Path:
@@ -110,14 +111,18 @@ def compact_images(spec:dict) -> dict:
         tr.pop("colormodel", None)
     return spec
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
 def compact_notebook(path) -> int:
-    "Rewrite the executed notebook at `path` with its plotly images as PNG (atomically); returns the bytes saved."
+    "Rewrite the executed notebook at `path` with its plotly images as PNG, no saved widget state and no indentation (atomically); returns the bytes saved."
     path = Path(path); before = path.stat().st_size
     nb = nbformat.read(str(path), as_version=4)
+    nb.metadata.pop("widgets", None)   # the widgets' saved state: megabytes (a FigureWidget carries its own plotly.js), and no kernel to drive it
     for cell in nb.cells:
         for o in cell.get("outputs", []):
             if PLOTLY_MIME in o.get("data", {}): compact_images(o["data"][PLOTLY_MIME])
-    with atomic_write(path, "w") as f: nbformat.write(nb, f)
+    text = json.dumps(json.loads(nbformat.writes(nb)), separators=(",", ":"), ensure_ascii=False)   # nbformat's JSON without its indentation
+    with atomic_write(path, "w") as f: f.write(text)
     return before - path.stat().st_size
 
 
@@ -363,10 +368,27 @@ def _is_plotly_loader(o) -> bool:
     h = o.get("data", {}).get("text/html", "")
     return isinstance(h, str) and PLOTLY_MIME not in o.get("data", {}) and ("window.PlotlyConfig" in h or "require.undef(\"plotly\")" in h)
 
+def photos_as_jpeg(spec:dict, min_chars:int=16_384, quality:int=90) -> dict:
+    "For a page, not the notebook: plotly image traces stored as PNG of at least `min_chars` (video frames, face crops) re-encoded as JPEG where that halves them."
+    import base64, io
+    from PIL import Image
+    for tr in spec.get("data", []):
+        src = tr.get("source")
+        if tr.get("type") != "image" or not isinstance(src, str) or not src.startswith("data:image/png;base64,") or len(src) < min_chars: continue
+        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        if img.mode != "RGB": continue                                               # transparency has no JPEG form
+        buf = io.BytesIO(); img.save(buf, format="JPEG", quality=quality)
+        jpg = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        if 2 * len(jpg) <= len(src): tr["source"] = jpg
+    return spec
+
+WIDGET_NOTE = '<p class="dfw-widget"><i>An interactive widget: it needs a running kernel. Open this lesson in JupyterLab to use it.</i></p>'
+
 def reader_notebook(nb):
-    "A copy of an executed lesson as a reader wants it: no papermill parameters cell, no `#| hide` cells, no `#|` directive lines, plotly figures as HTML that share one plotly.js."
+    "A copy of an executed lesson as a reader wants it: no papermill parameters cell, no `#| hide` cells, no `#|` directive lines, plotly figures as HTML that share one plotly.js, widgets as a note."
     import copy, re
     nb = copy.deepcopy(nb); keep = []
+    nb.metadata.pop("widgets", None)                                                 # saved widget state: nothing on a static page can use it
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags: continue                                  # papermill's copy of the parameters
@@ -378,7 +400,8 @@ def reader_notebook(nb):
             for o in cell.get("outputs", []):
                 if _is_plotly_loader(o): continue
                 d = o.get("data", {})
-                if PLOTLY_MIME in d: d["text/html"] = _plotly_div(d[PLOTLY_MIME])
+                if PLOTLY_MIME in d: d["text/html"] = _plotly_div(photos_as_jpeg(d[PLOTLY_MIME]))
+                if WIDGET_VIEW in d: o["data"] = {"text/html": WIDGET_NOTE}                 # a widget needs its kernel: say so, not a blank
                 outs.append(o)
             cell.outputs = outs
             if not cell.source and not outs: continue
@@ -388,6 +411,35 @@ def reader_notebook(nb):
 
 _REMOTE_SCRIPT = re.compile(r'<script[^>]*\bsrc="(?:https?:)?//[^"]*"[^>]*>\s*</script>\s*', re.I)
 _REMOTE_LINK = re.compile(r'<link[^>]*\bhref="(?:https?:)?//[^"]*"[^>]*>\s*', re.I)
+
+_STYLE = re.compile(r'<style[^>]*>(.*?)</style>', re.S)
+
+def share_styles(body:str, folder, min_chars:int=4096) -> str:
+    "Move each `<style>` block of `body` of at least `min_chars` into a CSS file in `folder` named by its content's digest (written once), linked instead."
+    import hashlib
+    def link(m):
+        css = m.group(1)
+        if len(css) < min_chars: return m.group(0)
+        name = f"style-{hashlib.sha256(css.encode()).hexdigest()[:12]}.css"
+        if not (Path(folder)/name).exists():
+            with atomic_write(Path(folder)/name, "w") as f: f.write(css)
+        return f'<link rel="stylesheet" href="{name}">'
+    return _STYLE.sub(link, body)
+
+_HIGHLIGHT = re.compile(r'<div class="highlight[^"]*">.*?</div>', re.S)
+_TOKEN = re.compile(r'<span class="([a-z0-9]+)">([^<]*)</span>')
+_TWO_TOKENS = re.compile(r'<span class="([a-z0-9]+)">([^<]*)</span><span class="\1">([^<]*)</span>')
+
+def lighten_code(body:str) -> str:
+    "Pygments' code HTML in `body` with the same look in fewer bytes: tokens of a class the page's styles never colour lose their span; neighbours of one class share one."
+    styled = set(re.findall(r"\.highlight \.([a-z0-9]+)\s*\{", "".join(_STYLE.findall(body))))
+    def light(m):
+        b = _TOKEN.sub(lambda t: t.group(0) if t.group(1) in styled else t.group(2), m.group(0))
+        while True:
+            merged = _TWO_TOKENS.sub(r'<span class="\1">\2\3</span>', b)
+            if merged == b: return b
+            b = merged
+    return _HIGHLIGHT.sub(light, body)
 
 def offline_page(body:str, plotly_src:str|None=PLOTLY_JS) -> str:
     "An nbconvert page that loads nothing from the network: remote scripts and styles removed (require.js, MathJax, the widget manager), plotly.js from `plotly_src`."
@@ -508,7 +560,7 @@ def _lesson_section(r, findings:dict, nb=None) -> str:
             + (f'<div class="fig">{fig}</div>' if fig else "") + fold + "</section>")
 
 def write_summary(rep:RunReport, findings:dict|None=None, extra:str="") -> Path:
-    "Write the run's report: each executed lesson as a page a reader wants, `index.html` with a section per lesson, plotly.js once."
+    "Write the run's report: each executed lesson as a page a reader wants, `index.html` with a section per lesson, plotly.js and nbconvert's CSS once."
     from nbconvert import HTMLExporter
     import plotly.offline
     findings = FINDINGS if findings is None else findings
@@ -520,7 +572,7 @@ def write_summary(rep:RunReport, findings:dict|None=None, extra:str="") -> Path:
         if Path(r.output).exists():
             readers[r.name] = reader_notebook(nbformat.read(r.output, as_version=4))   # read and rendered once: the page and the index use it
             body, _ = exp.from_notebook_node(readers[r.name])
-            with atomic_write(rep.folder/f"{r.name}.html", "w") as f: f.write(offline_page(body))
+            with atomic_write(rep.folder/f"{r.name}.html", "w") as f: f.write(share_styles(lighten_code(offline_page(body)), rep.folder))   # nbconvert's theme: one CSS file per run
     fails = "".join(f"<li>{html.escape(c.lesson)} / <code>{html.escape(c.name)}</code>: baseline {html.escape(rounded(c.expected))}, "
                     f"this run {html.escape(rounded(c.got))} ({html.escape(c.note)})</li>" for c in rep.checks if not c.ok)
     n_ok = sum(r.ok for r in rep.results)

@@ -1,6 +1,7 @@
 """The tour's report as a reader meets it: pages that render their figures in a real Chromium with the network off, a
 small run folder, and a terminal that shows only the runner's own lines (the kernels' logs go to files)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,8 @@ def run(tmp_path_factory):
                                      "#| export\nimport numpy as np, plotly.graph_objects as go\nfrom dfworkbench.core import record",
                                      "record('demo.v', 0.5)", "md:## The picture",
                                      "go.Figure(go.Bar(y=[1, 3, 2])).show()",
-                                     "img = np.random.default_rng(0).integers(0, 255, (270, 480, 3), dtype=np.uint8)\ngo.Figure(go.Image(z=img)).show()"])
+                                     "img = np.random.default_rng(0).integers(0, 255, (270, 480, 3), dtype=np.uint8)\ngo.Figure(go.Image(z=img)).show()",
+                                     "import ipywidgets as w\nw.VBox([w.IntSlider(3), go.FigureWidget(go.Bar(y=[1, 2]))])"])
     _lesson(nbs / "02_matplotlib.ipynb", ["md:# Matplotlib\n> A static figure.",
                                           "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3]); plt.show()"])
     shutil.copy(ROOT / "nbs" / "00_core.ipynb", nbs / "00_core.ipynb")
@@ -51,6 +53,14 @@ def test_run_folder_is_small_and_plotly_js_is_there_once(run):
     assert sorted(pages) == ["00_core.html", "01_plots.html", "02_matplotlib.html", "index.html"]
     assert all(files[n] < 1_500_000 for n in pages), files                        # no page carries its own plotly.js
     assert files["01_plots.ipynb"] < 600_000, files                                  # the 480 x 270 image is a PNG, not a JSON array
+    assert "widgets" not in nbformat.read(str(run.folder / "01_plots.ipynb"), as_version=4).metadata   # no saved widget state (a FigureWidget's is megabytes)
+    css = [n for n in files if n.endswith(".css")]
+    assert len(css) >= 1 and sum(files[n] for n in css) > 100_000, files             # nbconvert's theme, written once for the run...
+    for n in pages:
+        if n == "index.html": continue
+        text = (run.folder / n).read_text()
+        assert all(f'href="{c}"' in text for c in css) and "widget-state+json" not in text, n   # ...and linked by every lesson page
+        assert all(len(b) < 4096 for b in re.findall(r"<style[^>]*>(.*?)</style>", text, re.S)), n  # no page keeps its own copy
     assert sum(files.values()) < 15_000_000
 
 
@@ -77,6 +87,7 @@ def test_pages_render_their_figures_offline_in_chromium(run, tmp_path):
                 drawn: [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length,
                 images: [...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length,
                 plotlyImages: document.querySelectorAll('.js-plotly-plot image').length,
+                styled: getComputedStyle(document.documentElement).getPropertyValue('--jp-ui-font-size1').trim() !== '',
                 text: document.body.innerText})""")
             if name == "index": page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
         browser.close()
@@ -89,6 +100,8 @@ def test_pages_render_their_figures_offline_in_chromium(run, tmp_path):
     assert idx["drawn"] >= 2 and idx["images"] >= 1                                 # the lessons' pictures, on the index too
     assert "Two kinds of plotly figure." in idx["text"] and "external files registered" in idx["text"]
     assert "#|" not in seen["01_plots"]["text"] and "Parameters" not in seen["00_core"]["text"]
+    assert "Open this lesson in JupyterLab" in seen["01_plots"]["text"]               # the widget says where it works instead of a blank
+    assert seen["01_plots"]["styled"] and seen["00_core"]["styled"]                   # the shared CSS file loaded offline and applies
 
 
 def test_terminal_shows_only_the_runner(tmp_path):
