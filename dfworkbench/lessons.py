@@ -283,7 +283,9 @@ def baseline_from_seeds(runs:list, preset:str, old:dict|None=None, k:float=3.0, 
         for name in [n for n, e in entries.items() if chance_level(n) is not None and "atol" in e]:
             e, c = entries[name], chance_level(name)
             if isinstance(e["value"], (int, float)) and abs(e["value"] - c) <= e["atol"] + e.get("rtol", 0.0) * abs(e["value"]):
-                unguarded.setdefault(lesson, {})[name] = {**entries.pop(name), "why": f"its tolerance band holds chance ({c:g}): a detector at chance would pass it"}
+                e = entries.pop(name)                                # no atol here: nothing compares against it, and it would read as a tolerance
+                unguarded.setdefault(lesson, {})[name] = {"value": e["value"], "why": f"its tolerance band holds chance ({c:g}): a detector at chance "
+                                                          f"would pass it (band ±{e['atol']:g}, {e.get('derived', 'kept from the previous baseline')})"}
     kept = {l: v for l, v in (old or {}).get("not_baselined", {}).items() if l not in ref["lessons"]}
     return {"preset": preset, "records": out, "not_baselined": {**kept, **unguarded}}
 
