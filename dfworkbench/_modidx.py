@@ -156,6 +156,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'dfworkbench.core.file_lock': ('core.html#file_lock', 'dfworkbench/core.py'),
                                   'dfworkbench.core.get_device': ('core.html#get_device', 'dfworkbench/core.py'),
                                   'dfworkbench.core.make_generator': ('core.html#make_generator', 'dfworkbench/core.py'),
+                                  'dfworkbench.core.native_stderr_to': ('core.html#native_stderr_to', 'dfworkbench/core.py'),
                                   'dfworkbench.core.read_records': ('core.html#read_records', 'dfworkbench/core.py'),
                                   'dfworkbench.core.record': ('core.html#record', 'dfworkbench/core.py'),
                                   'dfworkbench.core.register_asset': ('core.html#register_asset', 'dfworkbench/core.py'),

@@ -17,9 +17,9 @@ import numpy as np
 __all__ = ['PRESETS', 'DEVICE_NAMES', 'OPENAI_MEAN', 'OPENAI_STD', 'PARTS', 'PART_COLOURS', 'RECORD_MIME', 'ASSETS', 'DFWError',
            'check', 'check_preset', 'skip_flags', 'Config', 'RunConfig', 'check_device_name', 'get_device',
            'autocast_dtype', 'autocast', 'seed_everything', 'seed_worker', 'make_generator', 'cache_dir', 'runs_dir',
-           'repo_root', 'data_dir', 'atomic_write', 'atomic_write_json', 'file_lock', 'PreprocessCfg', 'colour_parts',
-           'record', 'read_records', 'Asset', 'register_asset', 'AssetError', 'sha256_file', 'resolve_asset',
-           'asset_path_or_skip', 'asset_table']
+           'repo_root', 'data_dir', 'atomic_write', 'atomic_write_json', 'file_lock', 'native_stderr_to',
+           'PreprocessCfg', 'colour_parts', 'record', 'read_records', 'Asset', 'register_asset', 'AssetError',
+           'sha256_file', 'resolve_asset', 'asset_path_or_skip', 'asset_table']
 
 # %% ../nbs/00_core.ipynb #bbaa3467
 class DFWError(ValueError):
@@ -209,6 +209,25 @@ def file_lock(path) -> Iterator[Path]:
         fcntl.flock(f, fcntl.LOCK_EX)
         try: yield lock
         finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/00_core.ipynb #878bb30c
+@contextlib.contextmanager
+def native_stderr_to(path) -> Iterator[Path]:
+    "While the block runs, what native code writes to file descriptor 2 is appended to `path`; Python's `sys.stderr` still reaches the terminal."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    try: py_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError): py_fd = None       # a notebook's or a test's stream: not descriptor 2
+    if sys.stderr is not None: sys.stderr.flush()
+    saved, old_stderr = os.dup(2), sys.stderr
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    term = open(os.dup(saved), "w", buffering=1, encoding=getattr(old_stderr, "encoding", None) or "utf-8", errors="replace") if py_fd == 2 else None
+    try:
+        os.dup2(log, 2)
+        if term is not None: sys.stderr = term                            # Python's writes go where descriptor 2 went before
+        yield path
+    finally:
+        if term is not None: term.flush(); sys.stderr = old_stderr; term.close()
+        os.dup2(saved, 2); os.close(saved); os.close(log)
 
 # %% ../nbs/00_core.ipynb #dc4e720f
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's pixel mean (RGB)

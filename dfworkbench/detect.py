@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import Config, DFWError, PreprocessCfg, atomic_write, atomic_write_json, check, check_device_name, sha256_file
+from .core import Config, DFWError, PreprocessCfg, atomic_write, atomic_write_json, check, check_device_name, native_stderr_to, sha256_file
 from .data import ClipCollate, ClipRecord
 
 # %% auto #0
@@ -488,13 +488,14 @@ def _finish(out:Path, ck:Checkpoint, settings:DetectSettings, rows:list) -> dict
     return s
 
 def _loop(items:list, ck:Checkpoint, settings:DetectSettings, device, out:Path, progress:bool) -> list:
-    "Score (name, source, get_faces) items one after another under a progress bar."
+    "Score (name, source, get_faces) items one after another under a progress bar; native libraries' log lines go to `out`/native.log."
     from tqdm.auto import tqdm
     names = unique_names([n for n, _, _ in items], {p.name for p in out.iterdir()})
-    bar, rows = tqdm(total=len(items), desc="detect", unit="input", disable=not progress), []
-    for name, (_, source, get) in zip(names, items):
-        bar.set_postfix_str(str(Path(source).name)[:30]); rows.append(score_one(ck, name, source, get, settings, device, out)); bar.update()
-    bar.close()
+    with native_stderr_to(out/"native.log"):                               # MediaPipe's and FFmpeg's C-level lines: a log, not the bar
+        bar, rows = tqdm(total=len(items), desc="detect", unit="input", disable=not progress), []
+        for name, (_, source, get) in zip(names, items):
+            bar.set_postfix_str(str(Path(source).name)[:30]); rows.append(score_one(ck, name, source, get, settings, device, out)); bar.update()
+        bar.close()
     return rows
 
 # %% ../nbs/30_detect.ipynb #ad7b1350

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from fastcore.basics import patch_to
 
-from .core import DFWError, check, resolve_asset, atomic_write_json
+from .core import DFWError, check, resolve_asset, atomic_write_json, native_stderr_to
 from .readers import VideoEntry, read_dataset, is_image, load_json, IMAGE_EXTS, VIDEO_EXTS
 
 
@@ -661,8 +661,10 @@ def _job(a):
     return preprocess_video(entry, dst, PreprocessJob(**job))
 
 def _child(a, conn, main_pid:int):
-    "One item in its own process: watch the main process, crop, send the result back."
+    "One item in its own process: watch the main process, crop, send the result back; its native log lines go to DST/native.log."
     _exit_with(main_pid)
+    log = os.open(Path(a[1])/"native.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 2); os.close(log)                                    # MediaPipe's C++ lines: the log, not the terminal's progress bar
     conn.send(_job(a)); conn.close()
 
 # %% ../nbs/03_faces.ipynb #8dcfba29
@@ -738,12 +740,13 @@ def run_preprocess(src, dst, job:PreprocessJob|None=None, workers:int=2, progres
         old = _previous_no_face(dst)
         reused = {e.video_id: r for e in entries if (r := _reuse(e, old))}
         todo = [(e.to_dict(), str(dst), asdict(job)) for e in entries if e.video_id not in reused]
-        bar = tqdm(total=len(todo), desc="preprocess", unit="item", disable=not progress)
-        if isolate: results = run_isolated(todo, workers, lambda r: bar.update())
-        else:
-            work, results = importlib.import_module("dfworkbench.faces")._job, []   # the module's, also from a notebook
-            for a in todo: results.append(work(a)); bar.update()
-        bar.close()
+        with native_stderr_to(dst/"native.log"):                         # MediaPipe's and FFmpeg's C-level lines: a log, not the bar
+            bar = tqdm(total=len(todo), desc="preprocess", unit="item", disable=not progress)
+            if isolate: results = run_isolated(todo, workers, lambda r: bar.update())
+            else:
+                work, results = importlib.import_module("dfworkbench.faces")._job, []   # the module's, also from a notebook
+                for a in todo: results.append(work(a)); bar.update()
+            bar.close()
         order = {e.video_id: i for i, e in enumerate(entries)}                # the source's order, whoever finished first
         results = sorted(list(reused.values()) + results, key=lambda r: order[r["video_id"]])
         return _write_manifest(dst, entries, results, src, job)

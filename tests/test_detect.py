@@ -202,7 +202,7 @@ def test_video_without_a_face_exits_3_unscored(ckpt, tmp_path):
     assert "NOT SCORED: no face" in (tmp_path / "out" / row["report"]).read_text()
 
 
-def test_corrupt_file_reported_and_the_others_scored(ckpt, videos, tmp_path):
+def test_corrupt_file_reported_and_the_others_scored(ckpt, videos, tmp_path, capfd):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.mp4").write_bytes(np.random.default_rng(1).bytes(5000))
     shutil.copy(videos / "talking_face.mp4", tmp_path / "in" / "talk.mp4")
@@ -216,6 +216,10 @@ def test_corrupt_file_reported_and_the_others_scored(ckpt, videos, tmp_path):
     assert "cannot be opened as a video" in by["in_broken.mp4"]["message"]
     assert by["in_talk.mp4"]["status"] == "scored" and 0 <= by["in_talk.mp4"]["p_fake"] <= 1
     assert "1 scored, 0 without a face (not scored), 1 failed" in out
+    terminal = capfd.readouterr().err                                                # what reached descriptor 2 itself
+    for noise in ("W0000", "XNNPACK", "inference_feedback_manager", "face_landmarker_graph"):
+        assert noise not in terminal, (noise, terminal[-2000:])                     # MediaPipe's C++ lines stay off the terminal...
+    assert (tmp_path / "out" / "native.log").exists()                                # ...in the run's own log
     # a second run into the same folder keeps the first one's reports and rows
     before = (tmp_path / "out" / by["in_talk.mp4"]["report"]).read_bytes()
     code, out, err = _cli(tmp_path / "in" / "talk.mp4", "--checkpoint", ckpt, "--out", tmp_path / "out", "--frames", "4",
