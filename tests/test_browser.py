@@ -16,9 +16,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 def _free_port() -> int:
@@ -27,11 +24,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def lab(tmp_path):
-    "A JupyterLab server on loopback over a copy of the widget lesson; yields (url, log path)."
-    pytest.importorskip("playwright", reason="playwright (Python) is not installed: pip install -e '.[dev]'")
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine: install Debian's `chromium` (apt-get install chromium); .ci/run does")
+def lab(tmp_path, chromium):
+    "A JupyterLab server on loopback over a copy of the widget lesson (only where a browser can open it); yields (url, log path)."
     work = tmp_path / "nbs"; work.mkdir()
     shutil.copy(ROOT / "nbs" / "22_widgets.ipynb", work / "22_widgets.ipynb")
     port, token = _free_port(), "dfw-test-token"
@@ -64,36 +58,32 @@ def _status(page) -> str:
                                     return k ? k.connectionStatus + '/' + k.status : 'no kernel'; }""")
 
 
-def test_widget_lesson_in_jupyterlab(lab, tmp_path):
-    from playwright.sync_api import sync_playwright
+def test_widget_lesson_in_jupyterlab(lab, chromium, tmp_path):
     url, log = lab
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        # the first load must reach an idle kernel, without a reload
-        deadline = time.time() + 120
-        while _status(page) != "connected/idle" and time.time() < deadline: time.sleep(0.5)
-        page.screenshot(path=str(tmp_path / "first-load.png"))
-        assert _status(page) == "connected/idle", (f"kernel status {_status(page)!r} 120 s after the first load; screenshot "
-                                         f"{tmp_path / 'first-load.png'}; server log:\n{log.read_text()[-3000:]}")
-        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        # wait for the explorer: a FigureWidget beside a slider labelled 'frame'
-        page.wait_for_selector(".widget-slider:has-text('frame') .noUi-handle, .widget-slider:has-text('frame') .slider-container",
-                               timeout=240_000)
-        deadline = time.time() + 240
-        while _status(page) != "connected/idle" and time.time() < deadline: time.sleep(0.5)
-        titles = lambda: page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(t => t.textContent)")
-        before = titles()
-        assert any("clip 0, frame 0" in t for t in before), before
-        slider = page.locator(".widget-slider", has_text="frame").last
-        handle = slider.locator(".noUi-handle").first
-        handle.focus(); page.keyboard.press("ArrowRight")
-        deadline = time.time() + 30
-        while not any("clip 0, frame 1" in t for t in titles()) and time.time() < deadline: time.sleep(0.25)
-        page.screenshot(path=str(tmp_path / "after-slider.png"), full_page=False)
-        after = titles()
-        browser.close()
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    # the first load must reach an idle kernel, without a reload
+    deadline = time.time() + 120
+    while _status(page) != "connected/idle" and time.time() < deadline: time.sleep(0.5)
+    page.screenshot(path=str(tmp_path / "first-load.png"))
+    assert _status(page) == "connected/idle", (f"kernel status {_status(page)!r} 120 s after the first load; screenshot "
+                                     f"{tmp_path / 'first-load.png'}; server log:\n{log.read_text()[-3000:]}")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # wait for the explorer: a FigureWidget beside a slider labelled 'frame'
+    page.wait_for_selector(".widget-slider:has-text('frame') .noUi-handle, .widget-slider:has-text('frame') .slider-container",
+                           timeout=240_000)
+    deadline = time.time() + 240
+    while _status(page) != "connected/idle" and time.time() < deadline: time.sleep(0.5)
+    titles = lambda: page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot .gtitle')].map(t => t.textContent)")
+    before = titles()
+    assert any("clip 0, frame 0" in t for t in before), before
+    slider = page.locator(".widget-slider", has_text="frame").last
+    handle = slider.locator(".noUi-handle").first
+    handle.focus(); page.keyboard.press("ArrowRight")
+    deadline = time.time() + 30
+    while not any("clip 0, frame 1" in t for t in titles()) and time.time() < deadline: time.sleep(0.25)
+    page.screenshot(path=str(tmp_path / "after-slider.png"), full_page=False)
+    after = titles()
     assert any("clip 0, frame 1" in t for t in after), (f"the explorer's figure did not re-render after moving the frame "
-                                                          f"slider: titles {after}; screenshots in {tmp_path}")
+                                                      f"slider: titles {after}; screenshots in {tmp_path}")
     assert "kernel_ws_protocol" not in log.read_text(), log.read_text()[-3000:]

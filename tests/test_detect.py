@@ -15,14 +15,11 @@ import pytest
 
 from dfworkbench.core import asset_path_or_skip
 from dfworkbench.data import ClipCollate, ClipRecord
-from dfworkbench.detect import (DetectSettings, Records, detect, detect_clips, detect_command, detect_parser, load_checkpoint,
+from dfworkbench.detect import (Records, detect, detect_clips, detect_command, detect_parser, load_checkpoint,
                                 tiny_checkpoint)
 from dfworkbench.faces import extract_faces, read_frames, sample_indices
 from dfworkbench.metrics import SingleClassWarning, evaluate
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 @pytest.fixture(scope="session")
@@ -134,32 +131,21 @@ def test_real_video_and_stills_match_the_evaluate_path(real_run):
     assert len(csv_rows) == 1 + 5 and (work / "out" / "index.html").is_file()
 
 
-def test_report_page_offline_in_chromium(real_run, tmp_path):
-    pytest.importorskip("playwright", reason="playwright (Python) is not installed: pip install -e '.[dev]'")
-    if CHROMIUM is None: pytest.skip("no Chromium on this machine: install Debian's `chromium` (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+def test_report_page_offline_in_chromium(real_run, tmp_path, offline_page):
     det, work, s, _ = real_run
     page_file = work / "out" / s["rows"][0]["report"]
-    blocked, failed = [], []
-    def route(r):
-        if r.request.url.startswith(("file:", "data:")): r.continue_()
-        else: blocked.append(r.request.url); r.abort()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1200, "height": 1400})
-        page.route("**/*", route)
-        page.on("requestfailed", lambda r: failed.append(r.url))
-        page.goto(page_file.as_uri()); page.wait_for_load_state("load")
-        shot = tmp_path / "report.png"
-        page.screenshot(path=str(shot), full_page=True)
-        clips = page.locator("#timeline g.clip").count()
-        box = page.locator("#timeline").bounding_box()
-        imgs = page.evaluate("() => [...document.querySelectorAll('img.overlay')].map(i => [i.className, i.complete, i.naturalWidth])")
-        verdict = page.locator(".verdict").inner_text()
-        page.goto((work / "out" / "index.html").as_uri()); page.wait_for_load_state("load")
-        links = page.locator("table a").count()
-        browser.close()
-    assert blocked == [] and failed == [], (blocked, failed)
+    page = offline_page.page
+    page.set_viewport_size({"width": 1200, "height": 1400})
+    page.goto(page_file.as_uri()); page.wait_for_load_state("load")
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    clips = page.locator("#timeline g.clip").count()
+    box = page.locator("#timeline").bounding_box()
+    imgs = page.evaluate("() => [...document.querySelectorAll('img.overlay')].map(i => [i.className, i.complete, i.naturalWidth])")
+    verdict = page.locator(".verdict").inner_text()
+    page.goto((work / "out" / "index.html").as_uri()); page.wait_for_load_state("load")
+    links = page.locator("table a").count()
+    assert offline_page.blocked == [] and offline_page.failed == [], (offline_page.blocked, offline_page.failed)
     assert clips == 8 and box and box["width"] > 300 and box["height"] > 100
     assert len(imgs) == 6 and all(ok and w > 0 for _, ok, w in imgs), imgs          # 3 frames: the whole frame and the crop, each with its map
     assert sum("whole" in c for c, _, _ in imgs) == 3

@@ -21,14 +21,11 @@ from safetensors.torch import load_file
 from dfworkbench.data import ClipCollate, FrameDataset
 from dfworkbench.detect import resolve_checkpoint
 from dfworkbench.detector import load_detector
-from dfworkbench.jobs import (FaceClips, eval_command, eval_parser, fake_preprocessed, train, train_command, train_parser)
+from dfworkbench.jobs import (FaceClips, eval_command, eval_parser, fake_preprocessed, train_command, train_parser)
 from dfworkbench.lab import load_suite
 from dfworkbench.metrics import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 FAST = ["--preset", "tiny", "--variant", "ln", "--device", "cpu", "--n-boot", "0"]
 
 
@@ -116,27 +113,14 @@ def test_report_page_has_no_network_reference(lab_run):
     assert page.count("Plotly.newPlot") == 6                             # family and source curves at three levels
 
 
-def test_report_page_offline_in_chromium(lab_run):
-    pytest.importorskip("playwright", reason="playwright (Python) is not installed: pip install -e '.[dev]'")
-    if CHROMIUM is None: pytest.skip("no Chromium on this machine: install Debian's `chromium` (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+def test_report_page_offline_in_chromium(lab_run, offline_page):
     _, rep, _ = lab_run
-    blocked, failed, errors = [], [], []
-    def route(r):
-        if r.request.url.startswith(("file:", "data:")): r.continue_()
-        else: blocked.append(r.request.url); r.abort()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.route("**/*", route)
-        page.on("requestfailed", lambda r: failed.append(r.url))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((rep / "report.html").as_uri()); page.wait_for_load_state("load"); page.wait_for_timeout(300)
-        seen = page.evaluate("""() => ({plots: document.querySelectorAll('.js-plotly-plot').length,
-            drawn: [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length,
-            curves: document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length})""")
-        browser.close()
-    assert blocked == [] and failed == [] and errors == [], (blocked, failed, errors)
+    page = offline_page.page
+    page.goto((rep / "report.html").as_uri()); page.wait_for_load_state("load"); page.wait_for_timeout(300)
+    seen = page.evaluate("""() => ({plots: document.querySelectorAll('.js-plotly-plot').length,
+        drawn: [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length,
+        curves: document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length})""")
+    assert (offline_page.blocked, offline_page.failed, offline_page.errors) == ([], [], [])
     assert seen["plots"] == 6 and seen["drawn"] == 6 and seen["curves"] >= 12, seen
 
 

@@ -13,10 +13,15 @@ import pytest
 from dfworkbench.lessons import PLOTLY_JS, run_lessons, write_summary
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}}
+
+JS_SEEN = """() => ({
+                plots: document.querySelectorAll('.js-plotly-plot').length,
+                drawn: [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length,
+                images: [...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length,
+                plotlyImages: document.querySelectorAll('.js-plotly-plot image').length,
+                styled: getComputedStyle(document.documentElement).getPropertyValue('--jp-ui-font-size1').trim() !== '',
+                text: document.body.innerText})"""
 
 
 def _lesson(path, cells):
@@ -64,34 +69,14 @@ def test_run_folder_is_small_and_plotly_js_is_there_once(run):
     assert sum(files.values()) < 15_000_000
 
 
-def test_pages_render_their_figures_offline_in_chromium(run, tmp_path):
-    pytest.importorskip("playwright", reason="playwright (Python) is not installed: pip install -e '.[dev]'")
-    if CHROMIUM is None: pytest.skip("no Chromium on this machine: install Debian's `chromium` (apt-get install chromium); .ci/run does")
-    from playwright.sync_api import sync_playwright
-    blocked, failed, seen = [], [], {}
-    def route(r):
-        if r.request.url.startswith(("file:", "data:")): r.continue_()
-        else: blocked.append(r.request.url); r.abort()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.route("**/*", route)
-        page.on("requestfailed", lambda r: failed.append(r.url))
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        for name in ("index", "00_core", "01_plots", "02_matplotlib"):
-            page.goto((run.folder / f"{name}.html").as_uri()); page.wait_for_load_state("load")
-            page.wait_for_timeout(300)
-            seen[name] = page.evaluate("""() => ({
-                plots: document.querySelectorAll('.js-plotly-plot').length,
-                drawn: [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length,
-                images: [...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length,
-                plotlyImages: document.querySelectorAll('.js-plotly-plot image').length,
-                styled: getComputedStyle(document.documentElement).getPropertyValue('--jp-ui-font-size1').trim() !== '',
-                text: document.body.innerText})""")
-            if name == "index": page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
-        browser.close()
-    assert blocked == [] and failed == [] and errors == [], (blocked, failed, errors)
+def test_pages_render_their_figures_offline_in_chromium(run, tmp_path, offline_page):
+    page, seen = offline_page.page, {}
+    for name in ("index", "00_core", "01_plots", "02_matplotlib"):
+        page.goto((run.folder / f"{name}.html").as_uri()); page.wait_for_load_state("load")
+        page.wait_for_timeout(300)
+        seen[name] = page.evaluate(JS_SEEN)
+        if name == "index": page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
+    assert (offline_page.blocked, offline_page.failed, offline_page.errors) == ([], [], [])
     for name, s in seen.items():
         assert s["drawn"] == s["plots"], (name, s["plots"], s["drawn"])              # every plotly figure drew itself
     assert seen["01_plots"]["plots"] == 2 and seen["01_plots"]["plotlyImages"] >= 1
