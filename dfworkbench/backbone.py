@@ -305,7 +305,8 @@ def forward_layers(self:HookedViT,
     x = self._embed(x)                                                  # [B*T, L, D]
     for i in range(want[-1] + 1):
         keep = {} if i in want else None
-        x = self._block(i, x, "explicit" if attention else "qkv", keep)
+        listening = any(hp.active for hp in self.blocks[i].attn.children())   # a hook on the pattern (attention maps) must fire
+        x = self._block(i, x, "explicit" if attention or listening else "qkv", keep)
         if keep is None: continue
         u = lambda t: None if t is None else t.reshape(*lead, *t.shape[1:])
         yield LayerState(i, u(keep["q"]), u(keep["k"]), u(keep["v"]), u(keep["attn_out"]), u(x), u(keep["pattern"]))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_detector.ipynb #e53f04fc
 from __future__ import annotations
-import copy, dataclasses, importlib, json, math
+import contextlib, contextvars, copy, dataclasses, importlib, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable
@@ -20,9 +20,10 @@ from .core import Config, DFWError, atomic_write, check
 
 # %% auto #0
 __all__ = ['EXTRAS', 'DETECTORS', 'DetectorOutput', 'LossOutput', 'check_extras', 'mean_prob_logits', 'frozen_children_eval',
-           'Detector', 'check_detector', 'register_detector', 'detector_for_config', 'detector_class', 'architecture',
-           'check_architecture', 'detector_config', 'detector_state', 'write_weights', 'read_safetensors', 'read_state',
-           'load_weights', 'build_detector', 'load_detector', 'LoRA', 'add_lora', 'copy_blocks']
+           'Detector', 'frozen_grad', 'grad_through_frozen', 'check_detector', 'register_detector',
+           'detector_for_config', 'detector_class', 'architecture', 'check_architecture', 'detector_config',
+           'detector_state', 'write_weights', 'read_safetensors', 'read_state', 'load_weights', 'build_detector',
+           'load_detector', 'LoRA', 'add_lora', 'copy_blocks']
 
 # %% ../nbs/06a_detector.ipynb #d9433d8a
 EXTRAS = {  # key -> what it holds; other keys are a detector's own business
@@ -97,6 +98,29 @@ class Detector(nn.Module):
         "Set train mode, keeping frozen submodules in eval mode."
         super().train(mode)
         return frozen_children_eval(self) if mode else self
+
+    @contextlib.contextmanager
+    def without_caches(self):
+        "Run the block with the detector's caches of frozen features (attributes named `*_cache`) off: every forward reads the pixels and today's weights."
+        saved = {k: v for k, v in vars(self).items() if k.endswith("_cache") and v is not None and not isinstance(v, (bool, int, float))}
+        try:
+            for k in saved: setattr(self, k, None)
+            yield self
+        finally:
+            for k, v in saved.items(): setattr(self, k, v)
+
+_THROUGH_FROZEN = contextvars.ContextVar("through_frozen", default=False)
+
+def frozen_grad(x:torch.Tensor):
+    "Autograd for a frozen tower's forward: off (no graph kept) unless `x` requires gradients or `grad_through_frozen` is on, as attributions need."
+    return torch.set_grad_enabled(torch.is_grad_enabled() and (x.requires_grad or _THROUGH_FROZEN.get()))
+
+@contextlib.contextmanager
+def grad_through_frozen():
+    "Within the block, `frozen_grad` keeps the graph of frozen towers (Grad-CAM reads gradients at a layer inside one)."
+    tok = _THROUGH_FROZEN.set(True)
+    try: yield
+    finally: _THROUGH_FROZEN.reset(tok)
 
 # %% ../nbs/06a_detector.ipynb #a1e7043b
 def check_detector(det):

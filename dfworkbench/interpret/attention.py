@@ -7,11 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import contextlib
 import torch
 import torch.nn.functional as F
 
 from ..core import DFWError, check
 from ..backbone import HookedViT
+from ..detector import grad_through_frozen
 
 # %% auto #0
 __all__ = ['METHODS', 'TARGETS', 'Explanation', 'backbone_of', 'check_batch', 'attention_patterns', 'to_grid', 'check_layer',
@@ -160,9 +162,11 @@ def explain(detector, batch, method:str="rollout", target:str="fake", **params) 
     check(target in TARGETS, f"target must be 'fake' or 'real', got {target!r}")
     check_batch(batch)
     was = detector.training; detector.eval()
+    uncached = getattr(detector, "without_caches", contextlib.nullcontext)   # a cache of frozen features would hide the pixels and the weights
     try:
-        maps = METHODS[method](detector, batch, TARGETS[target], **params).detach().float()   # [B, T, h, w]
-        with torch.no_grad(): score = detector(batch).logits.float().softmax(-1)[:, 1]
+        with uncached(), grad_through_frozen():
+            maps = METHODS[method](detector, batch, TARGETS[target], **params).detach().float()   # [B, T, h, w]
+            with torch.no_grad(): score = detector(batch).logits.float().softmax(-1)[:, 1]
     finally: detector.train(was)
     (B, T), (H, W) = batch.frames.shape[:2], batch.frames.shape[-2:]
     bb = getattr(detector, "backbone", None)

@@ -17,7 +17,7 @@ from torch import nn
 from ..core import Config, DFWError, check
 from ..backbone import HookedViT, LayerState, load_backbone
 from ..data import PARTS, ClipAugment, ClipCollate, augment_clip, frame_indices
-from ..detector import Detector, DetectorOutput, LossOutput, register_detector
+from ..detector import Detector, DetectorOutput, LossOutput, frozen_grad, register_detector
 from ..learner import LearnerConfig
 from fastcore.basics import patch
 
@@ -394,11 +394,11 @@ def queries(self:FCGDetector) -> torch.Tensor:
 # %% ../../nbs/11_fcg.ipynb #85361a92
 @patch
 def layer_states(self:FCGDetector, frames:torch.Tensor) -> Iterator[LayerState]:
-    "The backbone's per-layer states of clips [B, T, 3, H, W], computed without autograd (or read from the state cache)."
+    "The backbone's per-layer states of clips [B, T, 3, H, W], without autograd unless the frames ask for it (or read from the state cache)."
     if self.state_cache is not None: yield from self.state_cache(self.backbone, frames); return
     it = self.backbone.forward_layers(frames)
     while True:
-        with torch.no_grad(): st = next(it, None)
+        with frozen_grad(frames): st = next(it, None)               # attributions to the pixels need the graph; training does not
         if st is None: return
         yield st
 

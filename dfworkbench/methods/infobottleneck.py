@@ -17,7 +17,7 @@ from fastcore.basics import patch
 from ..core import Asset, AssetError, Config, DFWError, PreprocessCfg, check, register_asset, resolve_asset
 from ..backbone import HookedViT, load_backbone, read_state_dict
 from ..data import ClipAugment, ClipRecord, PARTS, augment_clip
-from ..detector import Detector, DetectorOutput, LossOutput, add_lora, copy_blocks, mean_prob_logits, register_detector
+from ..detector import Detector, DetectorOutput, LossOutput, add_lora, copy_blocks, frozen_grad, mean_prob_logits, register_detector
 from ..learner import Callback, LearnerConfig
 from .lntuning import FeatureCache
 
@@ -446,7 +446,7 @@ def tokens(self:IBDetector, x:torch.Tensor) -> torch.Tensor:
     stop = cfg.token_layer if cfg.lib == "query" else bb.n_layers - cfg.branch_depth
     enc = lambda im: bb.forward_features(im, stop_at=stop)
     if self.token_cache is not None: return self.token_cache(enc, x)
-    with torch.no_grad(): return enc(x)
+    with frozen_grad(x): return enc(x)                                # autograd only when the pixels ask for it (attributions)
 
 @patch
 def local_features(self:IBDetector, x:torch.Tensor, mix:bool=False) -> tuple:
