@@ -476,7 +476,8 @@ FINDINGS = {   # lesson -> its one-line finding, filled in from the run's own re
                          "held out; its blocks' mean pairwise CKA {ib.full.mean_pairwise_cka:.2f} (without the local loss {ib.no_lil.mean_pairwise_cka:.2f}).",
     "20_attention": "Attention rollout equals its naive form (largest difference {interpret.rollout_naive_err:.1g}).",
     "21_attributions": "Maps scored against the manipulation mask (pixel AUROC): rollout {interpret.lntuning.rollout.pixel_auroc:.2f}, integrated gradients "
-                       "{interpret.lntuning.integrated_gradients.pixel_auroc:.2f}; a centred blob {interpret.lntuning.centre_map.pixel_auroc:.2f}.",
+                       "{interpret.lntuning.integrated_gradients.pixel_auroc:.2f} on LN-tuning; the information-bottleneck detector's block 1 scores "
+                       "{interpret.ib.block_lib1.pixel_auroc:.2f}; a centred blob {interpret.lntuning.centre_map.pixel_auroc:.2f}.",
     "22_widgets": "{interpret.widget_controls_tested} widget controls driven and checked.",
     "30_detect": "dfw detect scored {detect.lab_scored} lab clips with {detect.lab_overlays} heat-map overlays; its video score equals the "
                  "score computed by hand (difference {detect.lab_video_minus_naive:.1g}).",
