@@ -33,10 +33,12 @@ DETS = _detectors()
 
 
 @pytest.mark.parametrize("name", list(DETS))
-@pytest.mark.parametrize("method", list(METHODS) + ["detector_map"])
+@pytest.mark.parametrize("method", list(METHODS) + ["detector_map", "detector_map_2"])
 def test_every_method_gives_a_map(name, method):
     det, T, own = DETS[name]
-    if method == "detector_map" and own is None: pytest.skip("the linear probe has no maps of its own")
+    if method.startswith("detector_map") and own is None: pytest.skip("the linear probe has no maps of its own")
+    if method == "detector_map_2":                                                   # a second map of its own: FCG's temporal evidence, a later block
+        own, method = {"fcg": "temporal_evidence", "ib": "lib3"}[name], "detector_map"
     xb = _batch(det, T)
     kw = dict(name=own) if method == "detector_map" else METHODS[method]
     e = explain(det, xb, method, **kw)

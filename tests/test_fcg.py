@@ -129,7 +129,8 @@ def test_gradients_reach_the_side_network_only_and_checkpoint_round_trip(micro, 
     det = FCGDetector(FCGConfig.from_preset("tiny"), backbone=micro, prototypes=proto).train()
     batch = next(lab_batches(1, B=2, T=4))
     out = det(batch)
-    assert set(out.extras["maps"]) == {f"query_{p}" for p in FACE_PARTS} and out.extras["maps"]["query_lips"].shape == (2, 4, 8, 8)
+    assert set(out.extras["maps"]) == {f"query_{p}" for p in FACE_PARTS} | {"temporal_evidence"}
+    assert out.extras["maps"]["query_lips"].shape == out.extras["maps"]["temporal_evidence"].shape == (2, 4, 8, 8)
     det.loss(out, batch).total.backward()
     assert all(p.grad is None for p in det.backbone.parameters()) and not det.backbone.training
     assert all(p.grad is not None for p in det.trainable_parameters())

@@ -414,17 +414,23 @@ def side(self:FCGDetector, states, device_type:str="cpu") -> DetectorOutput:
             if A is not None: attn.append(A.detach())
         hl = self.heads(f_s, f_t)
         extras = {"head_logits": hl, "features": torch.cat([f for f in (f_s, f_t) if f is not None], -1)}
+    (gh, gw), T, maps = self.backbone.grid, self.config.T, {}
     if attn:
         A = torch.stack(attn, 1)                                        # [B, L, T, P, N]
-        (gh, gw), (B, _, T) = self.backbone.grid, A.shape[:3]
+        B = A.shape[0]
         extras["query_attn"] = A
-        extras["maps"] = {f"query_{p}": A[:, :, :, i].mean(1).view(B, T, gh, gw) for i, p in enumerate(FACE_PARTS)}
+        maps = {f"query_{p}": A[:, :, :, i].mean(1).view(B, T, gh, gw) for i, p in enumerate(FACE_PARTS)}
+    if f_t is not None:                                                 # the temporal head's fake-minus-real logit, patch by patch
+        h = self.heads
+        ev = ((h.t_head.weight[1] - h.t_head.weight[0]) * h.t_ln(f_t)).detach()   # [B, N]; + the bias difference = the head's logit difference
+        maps["temporal_evidence"] = ev.view(-1, 1, gh, gw).expand(-1, T, gh, gw)  # one map per clip, the same for each frame
+    if maps: extras["maps"] = maps
     return DetectorOutput(fuse_heads(hl), extras)
 
 # %% ../../nbs/11_fcg.ipynb #d709d893
 @patch
 def forward(self:FCGDetector, batch) -> DetectorOutput:
-    "Clip logits [B, 2] (fused heads); extras: head_logits, features, maps (each query's attention, mean over layers), query_attn [B, L, T, P, N]."
+    "Clip logits [B, 2] (fused heads); extras: head_logits, features, maps (each query's attention, mean over layers; the temporal head's evidence per patch), query_attn [B, L, T, P, N]."
     x, T = batch.frames, self.config.T
     check(x.ndim == 5, f"FCG reads clips [B, T, 3, H, W], got frames of shape {tuple(x.shape)}")
     check(x.shape[1] == T, f"this FCG detector was built for clips of T={T} frames (its LayerNorm over T²={T * T} and Linear(T², T) fix T), "
