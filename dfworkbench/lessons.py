@@ -478,7 +478,10 @@ FINDINGS = {   # lesson -> its one-line finding, filled in from the run's own re
     "21_attributions": "Maps scored against the manipulation mask (pixel AUROC): rollout {interpret.lntuning.rollout.pixel_auroc:.2f}, integrated gradients "
                        "{interpret.lntuning.integrated_gradients.pixel_auroc:.2f} on LN-tuning; the information-bottleneck detector's block 1 scores "
                        "{interpret.ib.block_lib1.pixel_auroc:.2f}; a centred blob {interpret.lntuning.centre_map.pixel_auroc:.2f}.",
-    "22_widgets": "{interpret.widget_controls_tested} widget controls driven and checked.",
+    "22_widgets": "FCG's part queries at their prototypes: the lips query puts {interpret.fcg.lips_query_own_part_mass:.3f} of its attention on the lips, "
+                  "the eyes query {interpret.fcg.eyes_query_own_part_mass:.3f} on the eyes, parts that cover {interpret.fcg.lips_area_share:.3f} and "
+                  "{interpret.fcg.eyes_area_share:.3f} of the frame; "
+                  "{interpret.fcg_explorer_controls_tested} FCG and {interpret.ib_explorer_controls_tested} information-bottleneck explorer controls driven and checked.",
     "30_detect": "dfw detect scored {detect.lab_scored} lab clips with {detect.lab_overlays} heat-map overlays; its video score equals the "
                  "score computed by hand (difference {detect.lab_video_minus_naive:.1g}).",
     "32_jobs": "dfw eval equals evaluate on the same data (difference {jobs.eval_minus_evaluate:.1g}); its report page loads "
