@@ -769,6 +769,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'dfworkbench.lessons.finding': ('lessons.html#finding', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons.format_checks': ('lessons.html#format_checks', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons.headline_figure': ('lessons.html#headline_figure', 'dfworkbench/lessons.py'),
+                                     'dfworkbench.lessons.jpeg_if_halves': ('lessons.html#jpeg_if_halves', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons.lesson_blurb': ('lessons.html#lesson_blurb', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons.lesson_parameters': ('lessons.html#lesson_parameters', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons.lighten_code': ('lessons.html#lighten_code', 'dfworkbench/lessons.py'),

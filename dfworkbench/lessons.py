@@ -13,12 +13,12 @@ from .core import (DFWError, check, check_device_name, check_preset, get_device,
                               atomic_write, atomic_write_json, data_dir)
 
 # %% auto #0
-__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'WIDGET_VIEW', 'PLOTLY_JS', 'WIDGET_NOTE', 'FINDINGS', 'nbs_dir', 'find_lessons',
-           'prepare_lesson', 'lesson_parameters', 'png_data_uri', 'compact_images', 'compact_notebook', 'LessonResult',
-           'run_lesson', 'Check', 'compare_records', 'format_checks', 'make_baseline', 'chance_level',
-           'baseline_from_seeds', 'new_run_dir', 'RunReport', 'load_baseline', 'run_lessons', 'photos_as_jpeg',
-           'reader_notebook', 'share_styles', 'lighten_code', 'offline_page', 'finding', 'rounded', 'headline_figure',
-           'lesson_blurb', 'write_summary']
+__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'WIDGET_VIEW', 'PLOTLY_JS', 'WIDGET_NOTE', 'PLAIN_TOKENS', 'FINDINGS', 'nbs_dir',
+           'find_lessons', 'prepare_lesson', 'lesson_parameters', 'png_data_uri', 'compact_images', 'jpeg_if_halves',
+           'photos_as_jpeg', 'compact_notebook', 'LessonResult', 'run_lesson', 'Check', 'compare_records',
+           'format_checks', 'make_baseline', 'chance_level', 'baseline_from_seeds', 'new_run_dir', 'RunReport',
+           'load_baseline', 'run_lessons', 'reader_notebook', 'share_styles', 'lighten_code', 'offline_page', 'finding',
+           'rounded', 'headline_figure', 'lesson_blurb', 'write_summary']
 
 # %% ../nbs/00a_lessons.ipynb #1b05b00c
 def nbs_dir() -> Path:
@@ -113,14 +113,35 @@ def compact_images(spec:dict) -> dict:
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
+def jpeg_if_halves(png_b64:str, min_chars:int=16_384, quality:int=90) -> str|None:
+    "A base64 PNG of at least `min_chars` (a photograph, say) as base64 JPEG where that halves it, else None (small, line art, transparency)."
+    import base64, io
+    from PIL import Image
+    if len(png_b64) < min_chars: return None
+    img = Image.open(io.BytesIO(base64.b64decode(png_b64)))
+    if img.mode != "RGB": return None                                                # transparency has no JPEG form
+    buf = io.BytesIO(); img.save(buf, format="JPEG", quality=quality)
+    jpg = base64.b64encode(buf.getvalue()).decode()
+    return jpg if 2 * len(jpg) <= len(png_b64) else None
+
+def photos_as_jpeg(spec:dict, min_chars:int=16_384, quality:int=90) -> dict:
+    "Plotly image traces stored as PNG (video frames, face crops) re-encoded as JPEG where that halves them (`jpeg_if_halves`)."
+    for tr in spec.get("data", []):
+        src = tr.get("source")
+        if tr.get("type") != "image" or not isinstance(src, str) or not src.startswith("data:image/png;base64,"): continue
+        jpg = jpeg_if_halves(src.split(",", 1)[1], min_chars, quality)
+        if jpg: tr["source"] = "data:image/jpeg;base64," + jpg
+    return spec
+
 def compact_notebook(path) -> int:
-    "Rewrite the executed notebook at `path` with its plotly images as PNG, no saved widget state and no indentation (atomically); returns the bytes saved."
+    "Rewrite the executed notebook at `path` with its plotly images as PNG (photographs as JPEG), no saved widget state, no per-cell iopub timestamps and no indentation (atomically); returns the bytes saved."
     path = Path(path); before = path.stat().st_size
     nb = nbformat.read(str(path), as_version=4)
     nb.metadata.pop("widgets", None)   # the widgets' saved state: megabytes (a FigureWidget carries its own plotly.js), and no kernel to drive it
     for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)   # nbclient's four iopub timestamps per cell; papermill's start, end and duration stay
         for o in cell.get("outputs", []):
-            if PLOTLY_MIME in o.get("data", {}): compact_images(o["data"][PLOTLY_MIME])
+            if PLOTLY_MIME in o.get("data", {}): photos_as_jpeg(compact_images(o["data"][PLOTLY_MIME]))
     text = json.dumps(json.loads(nbformat.writes(nb)), separators=(",", ":"), ensure_ascii=False)   # nbformat's JSON without its indentation
     with atomic_write(path, "w") as f: f.write(text)
     return before - path.stat().st_size
@@ -370,20 +391,6 @@ def _is_plotly_loader(o) -> bool:
     h = o.get("data", {}).get("text/html", "")
     return isinstance(h, str) and PLOTLY_MIME not in o.get("data", {}) and ("window.PlotlyConfig" in h or "require.undef(\"plotly\")" in h)
 
-def photos_as_jpeg(spec:dict, min_chars:int=16_384, quality:int=90) -> dict:
-    "For a page, not the notebook: plotly image traces stored as PNG of at least `min_chars` (video frames, face crops) re-encoded as JPEG where that halves them."
-    import base64, io
-    from PIL import Image
-    for tr in spec.get("data", []):
-        src = tr.get("source")
-        if tr.get("type") != "image" or not isinstance(src, str) or not src.startswith("data:image/png;base64,") or len(src) < min_chars: continue
-        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
-        if img.mode != "RGB": continue                                               # transparency has no JPEG form
-        buf = io.BytesIO(); img.save(buf, format="JPEG", quality=quality)
-        jpg = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-        if 2 * len(jpg) <= len(src): tr["source"] = jpg
-    return spec
-
 WIDGET_NOTE = '<p class="dfw-widget"><i>An interactive widget: it needs a running kernel. Open this lesson in JupyterLab to use it.</i></p>'
 
 def reader_notebook(nb):
@@ -432,9 +439,11 @@ _HIGHLIGHT = re.compile(r'<div class="highlight[^"]*">.*?</div>', re.S)
 _TOKEN = re.compile(r'<span class="([a-z0-9]+)">([^<]*)</span>')
 _TWO_TOKENS = re.compile(r'<span class="([a-z0-9]+)">([^<]*)</span><span class="\1">([^<]*)</span>')
 
-def lighten_code(body:str) -> str:
-    "Pygments' code HTML in `body` with the same look in fewer bytes: tokens of a class the page's styles never colour lose their span; neighbours of one class share one."
-    styled = set(re.findall(r"\.highlight \.([a-z0-9]+)\s*\{", "".join(_STYLE.findall(body))))
+PLAIN_TOKENS = ("p", "o", "w")   # punctuation, operators and whitespace: in the text colour on a page (whitespace's colour never shows)
+
+def lighten_code(body:str, plain:tuple=PLAIN_TOKENS) -> str:
+    "Pygments' code HTML in `body` in fewer bytes: tokens of a class the page's styles never colour, or of a `plain` class, lose their span; neighbours of one class share one."
+    styled = set(re.findall(r"\.highlight \.([a-z0-9]+)\s*\{", "".join(_STYLE.findall(body)))) - set(plain)
     def light(m):
         b = _TOKEN.sub(lambda t: t.group(0) if t.group(1) in styled else t.group(2), m.group(0))
         while True:
