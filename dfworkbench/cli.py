@@ -20,9 +20,17 @@ def _lessons_args(p):
     p.add_argument("--only", nargs="*", metavar="NAME", help="run only lessons whose file name contains one of these")
     p.add_argument("--runs", metavar="DIR", help="folder of run folders (default: $DFW_RUNS or ./runs)")
 
+def _export_runs(args) -> Path:
+    "This command's runs folder (`--runs`, else $DFW_RUNS or ./runs) as an absolute path, exported as DFW_RUNS so the lessons' own training runs land there too."
+    from dfworkbench.core import runs_dir
+    root = Path(args.runs).expanduser().absolute() if args.runs else runs_dir()
+    os.environ["DFW_RUNS"] = args.runs = str(root)
+    return root
+
 def cmd_lessons(args) -> int:
     "Run the lessons; exit 1 if one fails or a record leaves its baseline tolerance."
     from dfworkbench.lessons import run_lessons, format_checks
+    _export_runs(args)
     rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs, baseline=args.baseline, seed=args.seed)
     if rep.checks:
         print("\nbaseline comparison (" + str(args.baseline) + "):\n" + format_checks(rep.checks))
@@ -68,6 +76,7 @@ def cmd_tour(args) -> int:
     import time
     from dfworkbench.lessons import run_lessons, write_summary
     since = time.time()
+    _export_runs(args)                       # the LN-tuning lesson's run, whose checkpoint the tour scores with, goes beside the tour's folder
     rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs)
     page = write_summary(rep, extra=tour_detections(rep, since, args.device))
     print(f"\n{'all lessons passed' if rep.ok else 'some lessons FAILED'}; summary: {page}")

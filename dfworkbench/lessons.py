@@ -261,7 +261,8 @@ def make_baseline(run:dict, preset:str, old:dict|None=None, rtol:float=0.1, atol
 
 # %% ../nbs/00a_lessons.ipynb #2a46c973
 def chance_level(name:str) -> float|None:
-    "What a detector at chance scores on record `name`: 0.5 for an AUROC, 0 for a difference of AUROCs, else None."
+    "What a detector at chance scores on record `name`: 0.5 for an AUROC, 0 for a difference of AUROCs or of deletion and insertion areas, else None."
+    if name.endswith("insertion_minus_deletion"): return 0.0       # a score that does not move: both curves flat, the same area
     auroc_like = "auroc" in name or name.startswith("microclip.probe.")
     if not auroc_like: return None
     return 0.0 if "minus" in name else 0.5

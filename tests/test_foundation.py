@@ -96,6 +96,15 @@ def test_tour_writes_html(tmp_path):
     assert "demo.x" in page and (run / "01_demo.html").exists()
 
 
+def test_runs_flag_reaches_the_lessons(tmp_path):
+    "`--runs DIR` is where the lessons' own training runs go too (the tour finds the LN-tuning checkpoint there), whatever $DFW_RUNS says."
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    _demo_lesson(nbs / "01_demo.ipynb", body="import os, pathlib\nx = 1\npathlib.Path(os.environ['DFW_RUNS'], 'from-the-lesson').write_text('x')")
+    r = dfw("lessons", "--runs", str(tmp_path / "mine"), env={"DFW_NBS": str(nbs), "DFW_RUNS": str(tmp_path / "elsewhere")})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mine" / "from-the-lesson").is_file() and not (tmp_path / "elsewhere").exists()
+
+
 def test_missing_model_offline_names_file_address_and_folder(tmp_path, monkeypatch):
     for k in ("DFW_ASSETS", "DFW_FACE_LANDMARKER", "DFW_OFFLINE"):
         monkeypatch.delenv(k, raising=False)

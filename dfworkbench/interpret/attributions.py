@@ -4,7 +4,8 @@
 
 # %% ../../nbs/21_attributions.ipynb #c5934368
 from __future__ import annotations
-from dataclasses import replace
+import contextlib
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from .attention import (METHODS, TARGETS, _score, backbone_of, check_layer, expl
 
 # %% auto #0
 __all__ = ['score_fn', 'pixel_map', 'GridTap', 'tap_patch_tokens', 'localisation_scores', 'baseline_maps', 'spearman_maps',
-           'randomise_blocks', 'randomisation_check']
+           'randomise_blocks', 'randomisation_check', 'Faithfulness', 'baseline_frames', 'deletion_insertion']
 
 # %% ../../nbs/21_attributions.ipynb #d003879c
 def score_fn(detector, batch, target:int):
@@ -132,3 +133,51 @@ def randomisation_check(detector, batch, method:str, ks=None, seed:int=0, **para
     ref = explain(detector, batch, method, **params).frame_maps
     return pd.Series({k: spearman_maps(ref, explain(randomise_blocks(detector, k, seed), batch, method, **params).frame_maps) for k in ks},
                      name=method)
+
+# %% ../../nbs/21_attributions.ipynb #893729e1
+@dataclass
+class Faithfulness:
+    "Deletion and insertion curves of one map over a batch: mean p(target) at each share of patches deleted or inserted, most important first."
+    fraction: np.ndarray    # [S+1] share of each frame's patches deleted / inserted
+    deletion: np.ndarray    # [S+1] p(target) with that share, top-ranked first, replaced by the deletion baseline
+    insertion: np.ndarray   # [S+1] p(target) with only that share, top-ranked first, kept over the insertion baseline
+
+    @property
+    def deletion_auc(self) -> float: return float(np.trapezoid(self.deletion, self.fraction))
+    @property
+    def insertion_auc(self) -> float: return float(np.trapezoid(self.insertion, self.fraction))
+    @property
+    def gap(self) -> float:
+        "Insertion minus deletion area: above 0 when the map ranks first what the score depends on."
+        return self.insertion_auc - self.deletion_auc
+
+def baseline_frames(frames:torch.Tensor, kind:str, patch:int) -> torch.Tensor:
+    "What removed pixels become, frames [B, T, 3, H, W]: 'mean' (zeros, the normalisation's mean colour) or 'blur' (Gaussian, sigma half a patch)."
+    if kind == "mean": return torch.zeros_like(frames)
+    check(kind == "blur", f"a deletion or insertion baseline is 'mean' or 'blur', got {kind!r}")
+    from torchvision.transforms.functional import gaussian_blur
+    return gaussian_blur(frames.flatten(0, 1), [2 * patch + 1] * 2, [patch / 2] * 2).view_as(frames)
+
+@torch.no_grad()
+def deletion_insertion(detector, batch, maps:torch.Tensor, target:str="fake", steps:int=8,
+                       delete_with:str="blur", insert_into:str="blur") -> Faithfulness:
+    "Petsiuk et al. (2018): rank each frame's patches by `maps` [B, T, h, w]; p(target) with the top k/steps deleted, and with only them inserted."
+    from dfworkbench.interpret.attention import TARGETS, check_batch
+    x = check_batch(batch).frames; B, T, _, H, W = x.shape
+    check(target in TARGETS, f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    check(maps.ndim == 4 and tuple(maps.shape[:2]) == (B, T), f"maps must be [B, T, h, w] with [B, T] = {[B, T]}, got {list(maps.shape)}")
+    gh, gw = maps.shape[-2:]
+    check(H % gh == 0 and W % gw == 0, f"a {gh} x {gw} map does not tile {H} x {W} frames: give the map at the patch grid (Explanation.maps)")
+    check(isinstance(steps, int) and steps >= 1, f"steps must be an integer >= 1, got {steps!r}")
+    N, ph, pw, t = gh * gw, H // gh, W // gw, TARGETS[target]
+    rank = maps.flatten(2).float().argsort(-1, descending=True).argsort(-1).to(x.device)   # [B, T, N]: 0 = the map's first patch
+    x_del, x_ins = baseline_frames(x, delete_with, ph), baseline_frames(x, insert_into, ph)
+    caches = detector.without_caches() if hasattr(detector, "without_caches") else contextlib.nullcontext()
+    def p(frames): return float(detector(replace(batch, frames=frames)).logits.float().softmax(-1)[:, t].mean())
+    fr, dele, ins = [], [], []
+    with caches:
+        for k in range(steps + 1):
+            n = round(k * N / steps)
+            m = (rank < n).to(x.dtype).view(B, T, 1, gh, gw).repeat_interleave(ph, -2).repeat_interleave(pw, -1)   # [B, T, 1, H, W]
+            fr.append(n / N); dele.append(p(x * (1 - m) + x_del * m)); ins.append(p(x_ins * (1 - m) + x * m))
+    return Faithfulness(np.array(fr), np.array(dele), np.array(ins))
