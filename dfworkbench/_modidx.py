@@ -285,6 +285,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'dfworkbench.detector.detector_for_config': ( 'detector.html#detector_for_config',
                                                                                     'dfworkbench/detector.py'),
                                       'dfworkbench.detector.detector_state': ('detector.html#detector_state', 'dfworkbench/detector.py'),
+                                      'dfworkbench.detector.exporting_module': ( 'detector.html#exporting_module',
+                                                                                 'dfworkbench/detector.py'),
                                       'dfworkbench.detector.frozen_children_eval': ( 'detector.html#frozen_children_eval',
                                                                                      'dfworkbench/detector.py'),
                                       'dfworkbench.detector.frozen_grad': ('detector.html#frozen_grad', 'dfworkbench/detector.py'),

@@ -21,9 +21,9 @@ from .core import Config, DFWError, atomic_write, check
 # %% auto #0
 __all__ = ['EXTRAS', 'DETECTORS', 'DetectorOutput', 'LossOutput', 'check_extras', 'mean_prob_logits', 'frozen_children_eval',
            'Detector', 'frozen_grad', 'grad_through_frozen', 'check_detector', 'register_detector',
-           'detector_for_config', 'detector_class', 'architecture', 'check_architecture', 'detector_config',
-           'detector_state', 'write_weights', 'read_safetensors', 'read_state', 'load_weights', 'build_detector',
-           'load_detector', 'LoRA', 'add_lora', 'copy_blocks']
+           'detector_for_config', 'exporting_module', 'detector_class', 'architecture', 'check_architecture',
+           'detector_config', 'detector_state', 'write_weights', 'read_safetensors', 'read_state', 'load_weights',
+           'build_detector', 'load_detector', 'LoRA', 'add_lora', 'copy_blocks']
 
 # %% ../nbs/06a_detector.ipynb #d9433d8a
 EXTRAS = {  # key -> what it holds; other keys are a detector's own business
@@ -155,11 +155,18 @@ def detector_for_config(cfg) -> type:
     return hits[0]
 
 # %% ../nbs/06a_detector.ipynb #acd8199c
+def exporting_module(name:str) -> str|None:
+    "The dfworkbench module that exports a top-level `name`, from nbdev's symbol index (`_modidx`), or None."
+    from dfworkbench._modidx import d
+    return next((m for m, syms in d["syms"].items() if f"{m}.{name}" in syms), None)
+
 def detector_class(name:str, module:str|None=None) -> type:
-    "The registered detector class `name`, importing `module` (a dfworkbench module) first if needed."
-    if name not in DETECTORS and module and (module == "dfworkbench" or module.startswith("dfworkbench.")):
-        try: importlib.import_module(module)
-        except ImportError: pass
+    "The registered detector class `name`, importing `module` (a dfworkbench module) or, failing that, the module that exports `name` first if needed."
+    for mod in (module, exporting_module(name)):            # a lesson's checkpoint says '__main__': the class was defined in the notebook
+        if name in DETECTORS: break
+        if mod and (mod == "dfworkbench" or mod.startswith("dfworkbench.")):
+            try: importlib.import_module(mod)
+            except ImportError: pass
     check(name in DETECTORS, f"unknown detector class {name!r}: registered are {sorted(DETECTORS)}. Import the module that "
                              f"defines it (decorated with @register_detector) before loading, or check the checkpoint's state.json")
     return DETECTORS[name]
