@@ -19,6 +19,7 @@ def _lessons_args(p):
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--only", nargs="*", metavar="NAME", help="run only lessons whose file name contains one of these")
     p.add_argument("--runs", metavar="DIR", help="folder of run folders (default: $DFW_RUNS or ./runs)")
+    p.add_argument("--jobs", type=int, metavar="N", help="lessons run at once, the cores shared among them (default: 2 where there are 2 cores or more)")
 
 def _export_runs(args) -> Path:
     "This command's runs folder (`--runs`, else $DFW_RUNS or ./runs) as an absolute path, exported as DFW_RUNS so the lessons' own training runs land there too."
@@ -31,7 +32,7 @@ def cmd_lessons(args) -> int:
     "Run the lessons; exit 1 if one fails or a record leaves its baseline tolerance."
     from dfworkbench.lessons import run_lessons, format_checks
     _export_runs(args)
-    rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs, baseline=args.baseline, seed=args.seed)
+    rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs, baseline=args.baseline, seed=args.seed, jobs=args.jobs)
     if rep.checks:
         print("\nbaseline comparison (" + str(args.baseline) + "):\n" + format_checks(rep.checks))
     bad = [r for r in rep.results if not r.ok]
@@ -77,7 +78,7 @@ def cmd_tour(args) -> int:
     from dfworkbench.lessons import run_lessons, write_summary
     since = time.time()
     _export_runs(args)                       # the LN-tuning lesson's run, whose checkpoint the tour scores with, goes beside the tour's folder
-    rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs)
+    rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs, jobs=args.jobs)
     page = write_summary(rep, extra=tour_detections(rep, since, args.device))
     print(f"\n{'all lessons passed' if rep.ok else 'some lessons FAILED'}; summary: {page}")
     for r in rep.results:

@@ -179,7 +179,9 @@ def _get(source, i:int, idx=None) -> ClipRecord:
     return rec if idx is None else rec.select(idx)
 
 def _n_frames(source, i:int) -> int:
-    return source.n_frames if hasattr(source, "n_frames") else source[i].T
+    "Frames of clip `i`: the source's fixed `n_frames`, its `frame_count(i)` (read without decoding), else the record's T."
+    if hasattr(source, "n_frames"): return source.n_frames
+    return source.frame_count(i) if hasattr(source, "frame_count") else source[i].T
 
 class _Seeded(Dataset):
     "Shared by the datasets: a source, optional augmentation, and per-(seed, epoch, index) random generators."
@@ -206,17 +208,27 @@ class ClipDataset(_Seeded):
 
 # %% ../nbs/02_data.ipynb #7a5247c2
 class FrameDataset(_Seeded):
-    "Single frames (T = 1): `per_clip` evenly spaced frames of every clip (a random frame of each stretch when training)."
+    """Single frames (T = 1): `per_clip` evenly spaced frames of every clip (a random frame of each stretch when training).
+    A clip with fewer frames than that (a still image has one) gives each of its frames once."""
     def __init__(self, source, per_clip:int=4, augment:ClipAugment|None=None, train:bool=False, seed:int=0):
         super().__init__(source, augment, train, seed)
-        n = _n_frames(source, 0)
-        check(isinstance(per_clip, (int, np.integer)) and 0 < per_clip <= n, f"per_clip={per_clip} must be between 1 and the clip's {n} frames")
-        self.per_clip = per_clip
-    def __len__(self): return len(self.source) * self.per_clip
+        check(isinstance(per_clip, (int, np.integer)) and not isinstance(per_clip, bool) and per_clip > 0, f"per_clip={per_clip} must be a positive integer")
+        self.per_clip, fixed = int(per_clip), getattr(source, "n_frames", None)
+        counts = None if fixed is not None else np.array([min(self.per_clip, _n_frames(source, i)) for i in range(len(source))])
+        if fixed is not None and fixed < self.per_clip: counts = np.full(len(source), fixed)
+        self.counts = None if counts is None or (counts == self.per_clip).all() else counts     # None: every clip gives per_clip frames
+        self._starts = None if self.counts is None else np.concatenate([[0], np.cumsum(self.counts)])
+    def __len__(self): return len(self.source) * self.per_clip if self.counts is None else int(self._starts[-1])
+    def locate(self, k:int) -> tuple[int, int, int]:
+        "(clip, which of its frames, how many it gives) of item `k`."
+        if self.counts is None: return (*divmod(k, self.per_clip), self.per_clip)
+        check(0 <= k < len(self), f"item {k} out of range: the dataset has {len(self)}")
+        i = int(np.searchsorted(self._starts, k, side="right")) - 1
+        return i, k - int(self._starts[i]), int(self.counts[i])
     def __getitem__(self, k:int) -> ClipRecord:
-        i, j = divmod(k, self.per_clip); rng = self._rng(k)
+        (i, j, m), rng = self.locate(k), self._rng(k)
         n = _n_frames(self.source, i)
-        lo, hi = j * n // self.per_clip, (j + 1) * n // self.per_clip             # this frame's stretch of the clip
+        lo, hi = j * n // m, (j + 1) * n // m                                     # this frame's stretch of the clip
         t = int(rng.integers(lo, hi)) if self.train else (lo + hi - 1) // 2
         return self._finish(_get(self.source, i, [t]), rng)
 

@@ -200,13 +200,15 @@ def detector_state(det) -> dict:
 
 # %% ../nbs/06a_detector.ipynb #3ed123d0
 def write_weights(folder, detector:nn.Module, weights:str="all") -> Path:
-    "Write `detector`'s weights (all, or only `trainable_parameters()`) to `folder/model.safetensors`, atomically."
+    """Write `detector`'s weights to `folder/model.safetensors`, atomically: all of them, or `trainable`: the `trainable_parameters()`
+    and the state learnt beside them (buffers such as BatchNorm's running statistics or FCG's prototypes), but not the frozen
+    `backbone`'s, which its own weights restore."""
     check(weights in ("all", "trainable"), f"weights must be 'all' or 'trainable', got {weights!r}")
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     sd = detector.state_dict()
     if weights == "trainable":
-        ids = {id(p) for p in detector.trainable_parameters()}
-        sd = {k: v for k, v in detector.named_parameters() if id(v) in ids}
+        ids, params = {id(p) for p in detector.trainable_parameters()}, dict(detector.named_parameters())
+        sd = {k: v for k, v in sd.items() if (id(params[k]) in ids if k in params else not k.startswith("backbone."))}
     meta = {"format": "dfworkbench", "detector_class": type(detector).__name__}
     with atomic_write(folder/"model.safetensors") as f: f.write(st_save({k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}, meta))
     return folder/"model.safetensors"

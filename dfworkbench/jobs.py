@@ -4,28 +4,30 @@
 
 # %% ../nbs/32_jobs.ipynb #c41b8427
 from __future__ import annotations
-import argparse, datetime as _dt, html, json, math, os, sys, uuid
+import argparse, datetime as _dt, hashlib, html, json, math, os, sys, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import DFWError, atomic_write, atomic_write_json, check, check_device_name, runs_dir
 
 # %% auto #0
-__all__ = ['DATA_FORMS', 'HELDOUT', 'DETECTOR_NAMES', 'DATA_HOOKS', 'AUGMENT', 'PLOTLY_JS', 'DataSpec', 'parse_data', 'FaceClips',
-           'fake_preprocessed', 'data_splits', 'detector_by_name', 'train', 'eval_items', 'EvalReport',
-           'evaluate_checkpoint', 'write_eval', 'eval_page', 'train_parser', 'train_command', 'eval_parser',
-           'eval_command', 'main']
+__all__ = ['DATA_FORMS', 'CROPS_WITH_PARTS', 'HELDOUT', 'DETECTOR_NAMES', 'DATA_HOOKS', 'PREPARE', 'AUGMENT', 'PLOTLY_JS',
+           'DataSpec', 'parse_data', 'faces_folder', 'crop_faces', 'FaceClips', 'fake_preprocessed', 'data_splits',
+           'detector_by_name', 'train', 'eval_items', 'EvalReport', 'evaluate_checkpoint', 'write_eval', 'eval_page',
+           'train_parser', 'train_command', 'eval_parser', 'eval_command', 'main']
 
 # %% ../nbs/32_jobs.ipynb #8fc5cb0b
 DATA_FORMS = ("lab:SUITE[@SIZE] (SUITE: ffpp, celebdf, c40, shift, dfdc; SIZE: smoke, tutorial, full), "
-              "or the output folder of `dfw preprocess` (or its manifest.json)")
+              "the output folder of `dfw preprocess` (or its manifest.json), or a labelled source the readers know (a folder with real/ and fake/, "
+              "the FF++, Celeb-DF-v2 or DFDC layouts, a CSV path,label[,split], a DeepfakeBench JSON), whose faces are cropped first")
 
 @dataclass(frozen=True)
 class DataSpec:
-    "What a DATA argument names: a lab suite at a size, or the manifest of a `dfw preprocess` output."
-    kind: str              # lab | faces
-    name: str              # the suite, or the manifest.json path
-    size: str = "smoke"    # lab size (faces: "")
+    "What a DATA argument names: a lab suite at a size, the manifest of a `dfw preprocess` output, or a source to crop first."
+    kind: str              # lab | faces | source
+    name: str              # the suite, the manifest.json path, or the source's path
+    size: str = "smoke"    # lab size (faces, source: "")
+    layout: str = ""       # source: the reader that reads it (`detect_layout`)
     def __str__(self): return f"lab:{self.name}@{self.size}" if self.kind == "lab" else self.name
 
 # %% ../nbs/32_jobs.ipynb #beb3e48a
@@ -42,13 +44,51 @@ def parse_data(spec, size:str|None=None) -> DataSpec:
         return DataSpec("lab", suite, sz)
     p = Path(s).expanduser()
     check(p.exists(), f"DATA {s!r} is neither a lab suite nor an existing file or folder. Accepted forms: {DATA_FORMS}")
-    m = p/"manifest.json" if p.is_dir() else p
-    check(m.name == "manifest.json" and m.is_file(), f"DATA {s!r} is not the output of `dfw preprocess` (no manifest.json): "
-          f"crop its faces first with `dfw preprocess {s} FACES`, then pass FACES. Accepted forms: {DATA_FORMS}")
+    from dfworkbench.readers import detect_layout
+    check(p.is_dir() or p.suffix.lower() in (".csv", ".json"), f"DATA {s!r} is a file but not a manifest (.csv, .json): give its folder, "
+          f"or list it in a CSV path,label[,split]. Accepted forms: {DATA_FORMS}")
+    layout = detect_layout(p)
+    check(layout != "unlabelled", f"DATA {s!r} has no labels: a folder needs real/ and fake/ sub-folders (or the FF++, Celeb-DF-v2 or "
+          f"DFDC layout); or list the files in a CSV path,label[,split]. Accepted forms: {DATA_FORMS}")
     check(size is None, f"--size {size} applies to lab suites only, not to {s!r}")
-    return DataSpec("faces", str(m.resolve()), "")
+    if layout == "preprocessed": return DataSpec("faces", str((p/"manifest.json" if p.is_dir() else p).resolve()), "")
+    return DataSpec("source", str(p.resolve()), "", layout)
+
+# %% ../nbs/32_jobs.ipynb #39a1f83d
+CROPS_WITH_PARTS = {"FCGDetector"}   # detector classes whose recipes read part masks (FCG's prototypes): their crops get parts.npy
+
+def faces_folder(spec:DataSpec, job) -> Path:
+    "The default folder of the crops of source `spec` made with `job` (a `PreprocessJob`): the cache's faces/, the source's name and a digest of it and the settings."
+    from dfworkbench.core import cache_dir
+    from dfworkbench.faces import SETTINGS
+    key = json.dumps([spec.name, {k: getattr(job, k) for k in SETTINGS}])
+    return cache_dir("faces")/f"{Path(spec.name).stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+def crop_faces(spec:DataSpec,           # DATA; a source is cropped, lab suites and crops pass through
+               preset:str="lntuning",   # the face crop preset (the detector's: `detect.CROP_FOR`)
+               n_frames:int=32,         # frames per video, evenly spread (0: every frame); an image is one frame
+               parts:bool=False,        # also write part masks
+               faces=None,              # output folder (default: `faces_folder`); crops already there are reused
+               workers:int=2,           # face pipeline processes
+               progress:bool=False,     # a progress bar
+               log=print) -> DataSpec:
+    "DATA as face crops: the `DataSpec` of the manifest that `run_preprocess` wrote for a source (what was skipped said per label), else `spec`."
+    if spec.kind != "source": return spec
+    from dfworkbench.faces import PreprocessJob, run_preprocess, skip_warning
+    job = PreprocessJob(n_frames=n_frames, preset=preset, parts=parts).check()
+    dst = Path(faces).expanduser().absolute() if faces is not None else faces_folder(spec, job)
+    log(f"face crops of {spec.name} ({preset} preset, {n_frames or 'every'} frame(s) per video) in {dst}")
+    man = run_preprocess(spec.name, dst, job, workers=workers, progress=progress, layout=spec.layout)
+    c = man["counts"]
+    log(f"  {c['done']} cropped, {c['exists']} already there, {len(man['skipped'])} skipped (reasons: {dst/'manifest.json'})")
+    for lab, r in man["losses"].items(): log(f"  {lab}: {r['ready']} ready, {r['skipped']} skipped" + (f" {r['kinds']}" if r["skipped"] else ""))
+    if (w := skip_warning(man["losses"])): log("  " + w)
+    if (other := [x for x in man["sources"] if x != str(spec.name)]): log(f"  this folder also holds crops of {', '.join(other)}: they are read too")
+    check(man["videos"], f"{spec.name}: no item gave a face crop ({len(man['skipped'])} skipped; reasons in {dst/'manifest.json'})")
+    return DataSpec("faces", str((dst/"manifest.json").resolve()), "")
 
 # %% ../nbs/32_jobs.ipynb #39bb3d8d
+import numpy as np
 import torch
 from collections import OrderedDict
 
@@ -61,6 +101,10 @@ class FaceClips(torch.utils.data.Dataset):
     def subset(self, split:str) -> FaceClips:
         "The videos of one split (train | val | test)."
         return FaceClips([e for e in self.entries if e.split == split], self.keep)
+    def frame_count(self, i:int) -> int:
+        "Crops of video `i`: its PNG frames counted, or (one .avi) the video read."
+        e = self.entries[i]
+        return len(e.frames) if e.frames else self[i].T
     def record(self, i:int, idx=None):
         "Video `i` as a `ClipRecord` (frames `idx` only, when given)."
         r = self[i]
@@ -71,13 +115,17 @@ from fastcore.basics import patch
 
 @patch
 def __getitem__(self:FaceClips, i:int):
-    "Video `i` as a `ClipRecord` of all its crops (label, id, source, family, split in meta)."
+    "Video `i` as a `ClipRecord` of all its crops (label, id, source, family, split in meta; part maps when `dfw preprocess --parts` wrote them)."
     from dfworkbench.data import ClipRecord
     from dfworkbench.faces import read_frames
     if i in self._cache: self._cache.move_to_end(i); return self._cache[i]
     e = self.entries[i]
     frames, idx = read_frames(list(e.frames) or e.path)                      # uint8 [T, S, S, 3]
-    rec = ClipRecord(frames, int(e.label), e.video_id, meta=dict(source=e.source, family=e.family, split=e.split, frame_idx=idx.tolist()))
+    pf = Path(e.path).parent/"parts.npy"                                      # beside frames/ or crops.avi
+    parts = np.load(pf) if pf.is_file() else None                             # uint8 [T, S, S]
+    check(parts is None or parts.shape == frames.shape[:3], f"{pf}: part maps {getattr(parts, 'shape', None)} do not match the crops {frames.shape[:3]}; "
+          f"run `dfw preprocess` again into a new folder")
+    rec = ClipRecord(frames, int(e.label), e.video_id, parts=parts, meta=dict(source=e.source, family=e.family, split=e.split, frame_idx=idx.tolist()))
     self._cache[i] = rec
     if len(self._cache) > self.keep: self._cache.popitem(last=False)
     return rec
@@ -90,8 +138,8 @@ def _from_manifest(cls, path):
 FaceClips.from_manifest = _from_manifest
 
 # %% ../nbs/32_jobs.ipynb #4dabc28f
-def fake_preprocessed(dst, n_per_split:dict|None=None, res:int=64, seed:int=0) -> Path:
-    "A `dfw preprocess`-shaped folder of lab clips' frames (PNG crops, meta.json, manifest.json) for tests and demos."
+def fake_preprocessed(dst, n_per_split:dict|None=None, res:int=64, seed:int=0, parts:bool=False) -> Path:
+    "A `dfw preprocess`-shaped folder of lab clips' frames (PNG crops, meta.json, manifest.json; `parts`: the lab's part maps as parts.npy) for tests and demos."
     import cv2
     from dfworkbench.lab import load_suite
     dst = Path(dst); suite = load_suite("ffpp", "smoke", res=res, seed=seed)
@@ -102,6 +150,7 @@ def fake_preprocessed(dst, n_per_split:dict|None=None, res:int=64, seed:int=0) -
             r, m = suite.record(i), suite.meta[i]; rel = f"{split}/{r.video_id.replace('/', '_')}"
             (dst/rel/"frames").mkdir(parents=True, exist_ok=True)
             for t, f in enumerate(r.frames): cv2.imwrite(str(dst/rel/"frames"/f"{t:06d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+            if parts: np.save(dst/rel/"parts.npy", r.parts)
             entry = dict(path=str(dst/rel), label=int(r.label), video_id=r.video_id, split=split, source="lab-ffpp", family=m["family"], frames=[])
             atomic_write_json(dst/rel/"meta.json", dict(video_id=r.video_id, entry=entry))
             videos.append(dict(video_id=r.video_id, rel=rel, entry=entry, n_frames=r.T))
@@ -165,7 +214,23 @@ def _ib_data(cfg, spec:DataSpec, splits, seed:int):
     splits.train = cfg.training_split(splits.train)
     return splits, None
 
+def _fcg_prototypes(det, spec:DataSpec):
+    """FCG whose queries start at part prototypes, or whose FCG loss reads them, and none were given: build them, as the lesson does,
+    from the real training clips of DATA (their part maps: the lab's, or `dfw preprocess --parts`)."""
+    from dfworkbench.data import ClipDataset, make_loader
+    from dfworkbench.methods.fcg import build_prototypes
+    cfg = det.config
+    if det.has_prototypes or "s" not in cfg.branches or (cfg.query_init != "prototypes" and not cfg.w_fcg): return None
+    if spec.kind == "lab":
+        from dfworkbench.lab import load_suite
+        reals = load_suite(spec.name, spec.size, res=64).subset("train", "real")
+    else: reals = FaceClips([e for e in FaceClips.from_manifest(spec.name).entries if e.split == "train" and e.label == 0])
+    p = build_prototypes(det.backbone, make_loader(ClipDataset(reals, T=cfg.T), det.backbone.preprocess_cfg, batch_size=8))
+    det.set_prototypes(p, f"the prototypes built from {spec}")
+    return p
+
 DATA_HOOKS = {"FCGDetector": _fcg_data, "IBDetector": _ib_data}   # class -> how its recipe reshapes the training data
+PREPARE = {"FCGDetector": _fcg_prototypes}                        # class -> what its recipe builds from the data before training
 AUGMENT = {"IBDetector": lambda cfg: cfg.augmentation(64)}        # class -> the recipe's training augmentation on lab frames
 
 # %% ../nbs/32_jobs.ipynb #00517bf5
@@ -200,7 +265,7 @@ def _start_processes(device):
 
 # %% ../nbs/32_jobs.ipynb #02b2dbb4
 def train(detector:str,                 # registry name: lntuning | fcg | infobottleneck (or a registered class name)
-          data,                         # DATA: lab:SUITE[@SIZE] or a `dfw preprocess` output
+          data,                         # DATA: lab:SUITE[@SIZE], a `dfw preprocess` output, or a labelled source (cropped first)
           out=None,                     # folder of run folders (default: `runs_dir()`); a new run folder is made inside
           preset:str="tiny",            # the config class's preset (tiny, faithful, ...)
           variant:str|None=None,        # LN-tuning: a lesson variant (linear_probe, ln, ln_l2_slerp_unal, full) or lora
@@ -212,13 +277,18 @@ def train(detector:str,                 # registry name: lntuning | fcg | infobo
           heldout=HELDOUT,              # lab suites tested after a run on lab:ffpp
           n_boot:int|None=None,         # bootstrap resamples of the test intervals (default 1000; the lesson's own on its path)
           overrides:dict|None=None,     # other config fields, e.g. {"lr": 1e-3}
-          progress:bool=False):         # a progress bar
+          progress:bool=False,          # a progress bar
+          faces=None,                   # a source's crops: this folder (default: `faces_folder`, reused when there)
+          frames:int=32):               # a source's frames per video to crop (0: every frame)
     "Train `detector` from `preset` on DATA, selecting the epoch and threshold on validation only; the `Result` (run folder: `res.run_dir`)."
     check_device_name(device)
     cls = detector_by_name(detector)
     kw = {**(overrides or {}), **_variant_overrides(cls, variant), **({} if epochs is None else dict(epochs=epochs))}
     cfg = cls.config_class.from_preset(preset, **kw)          # unknown preset or field: refused before any data is read
-    spec = parse_data(data, size)
+    spec = source = parse_data(data, size)
+    from dfworkbench.detect import CROP_FOR
+    spec = crop_faces(spec, CROP_FOR.get(cls.__name__, "lntuning"), frames, cls.__name__ in CROPS_WITH_PARTS, faces, progress=progress,
+                      log=print if _is_main() else (lambda *a: None))
     heldout = tuple(heldout or ()) if spec.kind == "lab" else ()
     root = Path(out).expanduser() if out is not None else runs_dir()
     _start_processes(device)
@@ -226,6 +296,7 @@ def train(detector:str,                 # registry name: lntuning | fcg | infobo
     res = _train_lesson(lesson, cfg, spec, seed, device, root) if lesson else _train_general(cls, cfg, spec, seed, device, root, detector,
                                                                                               variant or preset, max_steps, heldout, n_boot, progress)
     job = dict(command="train", detector=detector, detector_class=cls.__name__, preset=preset, variant=variant, data=str(spec), seed=seed,
+               **(dict(source=source.name, source_layout=source.layout, frames=frames) if source.kind == "source" else {}),
                device=str(device), epochs=epochs, max_steps=max_steps, heldout=list(heldout), overrides=overrides or {},
                path=f"lesson: run_lab_variant({lesson!r}) of 10_lntuning" if lesson else "fit_and_evaluate",
                processes=int(os.environ.get("WORLD_SIZE", "1")), config=cfg.to_dict())
@@ -246,6 +317,7 @@ def _train_general(cls:type, cfg, spec:DataSpec, seed:int, device, root:Path, na
     splits = data_splits(spec, int(getattr(cfg, "T", 1) or 1), heldout, seed, AUGMENT.get(cls.__name__, lambda c: None)(cfg))
     splits, collate = DATA_HOOKS.get(cls.__name__, lambda c, s, sp, sd: (sp, None))(cfg, spec, splits, seed)
     seed_everything(seed); det = cls(config=cfg)
+    if cls.__name__ in PREPARE: PREPARE[cls.__name__](det, spec)
     lcfg = cfg.learner_config(progress=progress, seed=seed, save_weights="trainable", **({} if max_steps is None else dict(max_steps=max_steps)))
     return fit_and_evaluate(cfg, splits, lcfg, name=f"{name}/{tag}", root=root, device=device, n_boot=1000 if n_boot is None else n_boot,
                             detector=det, collate_fn=collate(preprocess_of(det)) if collate else None)
@@ -300,7 +372,7 @@ class EvalReport:
 
 # %% ../nbs/32_jobs.ipynb #2063639a
 def evaluate_checkpoint(checkpoint,                 # a checkpoint folder, or a run folder (its best checkpoint)
-                        data,                       # DATA: lab:SUITE[@SIZE] or a `dfw preprocess` output
+                        data,                       # DATA: lab:SUITE[@SIZE], a `dfw preprocess` output, or a labelled source (cropped first)
                         out=None,                   # folder of report folders (default: the run's eval/, else runs_dir()/eval)
                         split:str|None=None,        # which items of DATA (default: test when it has splits, else all)
                         size:str|None=None,         # lab size when DATA gives none
@@ -308,17 +380,20 @@ def evaluate_checkpoint(checkpoint,                 # a checkpoint folder, or a 
                         n_boot:int=1000,            # bootstrap resamples of the AUROC intervals (by video)
                         batch_size:int=32,          # items per forward pass
                         per_clip:int|None=None,     # frames per clip for frame detectors (default: the lab's or 4)
-                        write:bool=True):           # write the report files
+                        write:bool=True,            # write the report files
+                        faces=None,                 # a source's crops: this folder (default: `faces_folder`, reused when there)
+                        frames:int=32):             # a source's frames per video to crop (0: every frame)
     "Score a checkpoint on DATA with `evaluate`, at 0.5 and at the run's validation threshold; write report.json, CSVs and report.html."
     from dfworkbench.core import sha256_file
     from dfworkbench.data import ClipCollate
-    from dfworkbench.detect import clip_frames, preprocess_of, resolve_checkpoint, validation_threshold
+    from dfworkbench.detect import clip_frames, crop_preset, preprocess_of, resolve_checkpoint, validation_threshold
     from dfworkbench.detector import load_detector
     from dfworkbench.metrics import evaluate
     check_device_name(device)
     folder = resolve_checkpoint(checkpoint)
     spec = parse_data(data, size)
     det = load_detector(folder, device)
+    spec = crop_faces(spec, crop_preset(det), frames, type(det).__name__ in CROPS_WITH_PARTS, faces, log=print if _is_main() else (lambda *a: None))
     thr, why = validation_threshold(folder)
     ds, split = eval_items(spec, clip_frames(det), split, per_clip)
     rep = evaluate(det, ds, threshold=thr or None, collate_fn=ClipCollate(preprocess_of(det)), device=device, n_boot=n_boot, batch_size=batch_size)
@@ -396,6 +471,10 @@ def _device(x):
 def _heldout(s:str) -> tuple: return () if s in ("", "none") else tuple(x for x in s.split(",") if x)
 
 # %% ../nbs/32_jobs.ipynb #38f2be08
+def _source_args(p):
+    p.add_argument("--faces", default=None, metavar="DIR", help="when DATA is a source: crop its faces into DIR (default: a folder of the cache named after it); crops there are reused")
+    p.add_argument("--frames", type=int, default=32, help="when DATA is a source: frames per video to crop, evenly spread; 0 = every frame (default 32)")
+
 def train_parser(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Add the arguments of `dfw train DETECTOR --preset P --data DATA --out DIR` to `p`."
     p.add_argument("detector", help=f"detector to train: {', '.join(DETECTOR_NAMES)}")
@@ -412,13 +491,15 @@ def train_parser(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples of the test intervals (default 1000)")
     p.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="another config field, e.g. --set lr=1e-3 (repeatable)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    _source_args(p)
     return p
 
 # %% ../nbs/32_jobs.ipynb #f92655e2
 def train_command(args) -> int:
     "Run `dfw train` from parsed `args`: train, print where the run is and its test table; 2 on a usage error."
     try: res = train(args.detector, args.data, args.out, args.preset, args.variant, args.epochs, args.seed, args.device, args.size,
-                     args.max_steps, args.heldout, args.n_boot, dict(args.overrides), args.progress)
+                     args.max_steps, args.heldout, args.n_boot, dict(args.overrides), args.progress,
+                     args.faces, args.frames)
     except DFWError as e: print(f"dfw train: error: {e}", file=sys.stderr); return 2
     if _is_main():
         t = res.table()
@@ -439,11 +520,13 @@ def eval_parser(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the AUROC intervals, by video (default 1000)")
     p.add_argument("--batch-size", type=int, default=32, help="items per forward pass (default 32)")
     p.add_argument("--per-clip", type=int, default=None, help="frames scored per clip by frame detectors (default: the lab's, or 4)")
+    _source_args(p)
     return p
 
 def eval_command(args) -> int:
     "Run `dfw eval` from parsed `args`: write the report, print where and the video-level summary; 2 on a usage error."
-    try: ev = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.split, args.size, args.device, args.n_boot, args.batch_size, args.per_clip)
+    try: ev = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.split, args.size, args.device, args.n_boot, args.batch_size, args.per_clip,
+                                                faces=args.faces, frames=args.frames)
     except DFWError as e: print(f"dfw eval: error: {e}", file=sys.stderr); return 2
     r = ev.report
     print(f"{ev.detector} on {ev.data} ({ev.split}): video AUROC {r.get('auroc'):.4f}, AP {r.get('ap'):.4f}, EER {r.get('eer'):.4f}, "

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_lessons.ipynb #ae589a0a
 from __future__ import annotations
-import datetime as _dt, html, json, math, os, re, shutil, sys, time
+import datetime as _dt, html, importlib, json, math, os, re, shutil, sys, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -17,8 +17,8 @@ __all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'WIDGET_VIEW', 'PLOTLY_JS', 'WIDGET_NOTE',
            'find_lessons', 'prepare_lesson', 'lesson_parameters', 'png_data_uri', 'compact_images', 'jpeg_if_halves',
            'photos_as_jpeg', 'compact_notebook', 'LessonResult', 'run_lesson', 'Check', 'compare_records',
            'format_checks', 'make_baseline', 'chance_level', 'baseline_from_seeds', 'new_run_dir', 'RunReport',
-           'load_baseline', 'run_lessons', 'reader_notebook', 'share_styles', 'lighten_code', 'offline_page', 'finding',
-           'rounded', 'headline_figure', 'lesson_blurb', 'write_summary']
+           'load_baseline', 'lesson_jobs', 'run_lessons', 'reader_notebook', 'share_styles', 'lighten_code',
+           'offline_page', 'finding', 'rounded', 'headline_figure', 'lesson_blurb', 'write_summary']
 
 # %% ../nbs/00a_lessons.ipynb #1b05b00c
 def nbs_dir() -> Path:
@@ -360,24 +360,53 @@ def load_baseline(path) -> dict:
                       f"numbers; fix it by hand or remake the file with `dfw baseline RUN_FOLDER --out {p}`")
     return b
 
+def lesson_jobs(jobs:int|None=None) -> tuple[int, int]:
+    "(lessons at once, math threads per lesson kernel): `jobs` (None: two where there are two cores or more), the cores shared among them."
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = min(2, cpus) if jobs is None else jobs
+    check(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, f"jobs must be an integer >= 1, got {jobs!r}")
+    return jobs, max(1, cpus // jobs)
+
+def _lesson_worker(args:tuple) -> LessonResult:
+    "One lesson in a worker process of `run_lessons(jobs>1)`; its kernel inherits the thread limits, so lessons running side by side do not fight over cores."
+    src, out, preset, device, threads, kw = args
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"): os.environ[k] = str(threads)
+    return run_lesson(src, out, preset=preset, device=device, **kw)
+
 def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root=None, baseline=None,
-                log=print, progress:bool=True, seed:int|None=None) -> RunReport:
-    "Execute the lessons into a new run folder; `seed` goes to the lessons with a `seed` parameter; compare with `baseline` (a path) if given."
+                log=print, progress:bool=True, seed:int|None=None, jobs:int|None=1) -> RunReport:
+    """Execute the lessons into a new run folder; `seed` goes to the lessons with a `seed` parameter; compare with `baseline` (a path) if given.
+    `jobs` lessons run at once (None: `lesson_jobs`), each in its own process and kernel with the cores shared among them; results keep the lessons' order."""
     check_preset(preset); get_device(device)   # an unknown or absent device (cuda on a CPU machine) stops here, before any lesson runs
     check(seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0), f"seed must be a non-negative integer, got {seed!r}")
+    jobs, threads = lesson_jobs(jobs)
     base = load_baseline(baseline) if baseline else None   # a broken baseline stops here, before any lesson runs
     lessons = find_lessons(nbs, only)
     rep = RunReport(new_run_dir(preset, root), preset, device, seed)
     log(f"run folder: {rep.folder}")
-    for i, src in enumerate(lessons, 1):
-        log(f"[{i}/{len(lessons)}] {src.name} ...")
-        kw = {"seed": seed} if seed is not None and "seed" in lesson_parameters(src) else {}
-        res = run_lesson(src, rep.folder/src.name, preset=preset, device=device, progress=progress, **kw)
-        res.seed = kw.get("seed")
-        rep.results.append(res); rep.save(); log("  " + res.line())
+    kws = [{"seed": seed} if seed is not None and "seed" in lesson_parameters(src) else {} for src in lessons]
+    if jobs == 1:
+        for i, (src, kw) in enumerate(zip(lessons, kws), 1):
+            log(f"[{i}/{len(lessons)}] {src.name} ...")
+            res = run_lesson(src, rep.folder/src.name, preset=preset, device=device, progress=progress, **kw)
+            res.seed = kw.get("seed")
+            rep.results.append(res); rep.save(); log("  " + res.line())
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        log(f"{len(lessons)} lessons, {jobs} at a time, {threads} math thread{'s' * (threads > 1)} each")
+        work, done = importlib.import_module("dfworkbench.lessons")._lesson_worker, {}   # the module's, also from a notebook (spawn imports it by name)
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:   # spawn: no copy of this process's torch threads
+            futs = {ex.submit(work, (src, rep.folder/src.name, preset, device, threads, kw)): (i, kw)
+                    for i, (src, kw) in enumerate(zip(lessons, kws))}
+            for f in as_completed(futs):
+                i, kw = futs[f]
+                res = done[i] = f.result(); res.seed = kw.get("seed")
+                rep.results = [done[k] for k in sorted(done)]; rep.save(); log(f"[{len(done)}/{len(lessons)}] " + res.line())
     if base is not None:
         rep.checks = compare_records(rep.records, base); rep.save()
     return rep
+
 
 # %% ../nbs/00a_lessons.ipynb #a7d48f69
 PLOTLY_JS = "plotly.min.js"        # written once into a run folder; every page loads it from there

@@ -145,6 +145,60 @@ def test_train_and_eval_a_preprocess_manifest(tmp_path):
     assert got == want
 
 
+def test_train_and_eval_a_source_of_videos_and_stills(tmp_path, assets_dir):
+    "A CSV of real face videos: cropped by the face pipeline, trained on; a second run reuses the crops; a folder of stills is scored."
+    import cv2
+    from dfworkbench.core import asset_path_or_skip
+    asset_path_or_skip("face_landmarker")
+    vids = [assets_dir / "videos" / n for n in ("talking_face.mp4", "pexels_face.mp4")]
+    if not all(v.is_file() for v in vids): pytest.skip(f"the example face videos are absent from {assets_dir / 'videos'}")
+    src = tmp_path / "src"; src.mkdir()
+    rows = ["path,label,split"]
+    for k, (label, split) in enumerate([(0, "train"), (1, "train"), (0, "train"), (1, "train"), (0, "val"), (1, "val"), (0, "test"), (1, "test")]):
+        (src / f"v{k}.mp4").symlink_to(vids[k % 2])       # the same two faces under eight names: the path is tested, not the detector
+        rows.append(f"v{k}.mp4,{label},{split}")
+    (src / "list.csv").write_text("\n".join(rows) + "\n")
+    argv = ["lntuning", "--data", src / "list.csv", "--frames", "4", "--faces", tmp_path / "faces", "--max-steps", "1",
+            "--heldout", "none", "--out", tmp_path / "runs", *FAST]
+    code, out, err = cli(train_parser, train_command, argv)
+    assert code == 0, err
+    assert "8 cropped, 0 already there, 0 skipped" in out and "real: 4 ready, 0 skipped" in out, out
+    run = Path(re.search(r"run folder: (.+)", out).group(1))
+    job = json.loads((run / "job.json").read_text())
+    assert (job["source"], job["source_layout"], job["frames"]) == (str((src / "list.csv").resolve()), "csv", 4)
+    assert job["data"] == str((tmp_path / "faces" / "manifest.json").resolve())
+    man = json.loads((tmp_path / "faces" / "manifest.json").read_text())
+    assert len(man["videos"]) == 8 and man["job"]["preset"] == "lntuning" and man["job"]["n_frames"] == 4
+    code, out, err = cli(train_parser, train_command, argv)                    # the crops are found, not made again
+    assert code == 0 and "0 cropped, 8 already there" in out, err + out
+    stills = tmp_path / "stills"
+    for label, v in (("real", vids[0]), ("fake", vids[1])):
+        (stills / label).mkdir(parents=True)
+        cap = cv2.VideoCapture(str(v)); ok, frame = cap.read(); cap.release(); assert ok
+        cv2.imwrite(str(stills / label / "a.png"), frame); cv2.imwrite(str(stills / label / "b.jpg"), frame)
+    code, out, err = cli(eval_parser, eval_command, [run, "--data", stills, "--faces", tmp_path / "still-faces", "--n-boot", "0", "--device", "cpu"])
+    assert code == 0 and "4 cropped" in out, err + out
+    rep = Path(re.search(r"report: (.+)/report.html", out).group(1))
+    js = json.loads((rep / "report.json").read_text())
+    assert js["split"] == "all" and js["n"]["video"] == 4
+
+
+@pytest.mark.parametrize("detector, data", [("fcg", "lab"), ("fcg", "faces"), ("infobottleneck", "lab")])
+def test_train_fcg_and_the_information_bottleneck(detector, data, tmp_path):
+    "FCG and the information bottleneck trained end to end by `dfw train` (two steps), FCG's prototypes built from DATA's real training clips."
+    spec = "lab:ffpp@smoke" if data == "lab" else fake_preprocessed(tmp_path / "faces", dict(train=6, val=4, test=4), parts=True)
+    code, out, err = cli(train_parser, train_command, [detector, "--data", spec, "--max-steps", "2", "--heldout", "none", "--device", "cpu",
+                                                       "--n-boot", "0", "--out", tmp_path / "runs"])
+    assert code == 0, err
+    run = Path(re.search(r"run folder: (.+)", out).group(1))
+    job = json.loads((run / "job.json").read_text())
+    assert job["path"] == "fit_and_evaluate" and job["best_checkpoint"] and "in-domain" in out
+    det = load_detector(resolve_checkpoint(run), "cpu")
+    assert type(det).__name__ == job["detector_class"]
+    if detector == "fcg":                                              # the prototypes travel with the checkpoint's weights
+        assert det.has_prototypes and det.prototypes.abs().sum() > 0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["xception", "--data", "lab:ffpp"], "unknown detector 'xception': choose one of lntuning, fcg, infobottleneck"),
     (["lntuning", "--data", "lab:ffpp", "--preset", "huge"], "LNTuningConfig has no preset 'huge': choose one of"),
@@ -154,7 +208,7 @@ def test_train_and_eval_a_preprocess_manifest(tmp_path):
     (["lntuning", "--data", "lab:ffhq"], "the lab has no suite 'ffhq'"),
     (["lntuning", "--data", "lab:ffpp@huge"], "unknown lab size 'huge'"),
     (["lntuning", "--data", "lab:celebdf"], "lab suite 'celebdf' has no train / val split"),
-    (["lntuning", "--data", "TMP"], "is not the output of `dfw preprocess` (no manifest.json): crop its faces first"),
+    (["lntuning", "--data", "TMP"], "has no labels: a folder needs real/ and fake/ sub-folders"),
 ])
 def test_bad_train_input_is_one_clear_error(argv, message, tmp_path):
     argv = [str(tmp_path) if a == "TMP" else a for a in argv] + ["--out", tmp_path / "runs"]
