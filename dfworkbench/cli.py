@@ -78,7 +78,7 @@ def cmd_tour(args) -> int:
     from dfworkbench.lessons import run_lessons, write_summary
     since = time.time()
     _export_runs(args)                       # the LN-tuning lesson's run, whose checkpoint the tour scores with, goes beside the tour's folder
-    rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs, jobs=args.jobs)
+    rep = run_lessons(args.preset, args.device, only=args.only, root=args.runs, jobs=args.jobs, pages=True)
     page = write_summary(rep, extra=tour_detections(rep, since, args.device))
     print(f"\n{'all lessons passed' if rep.ok else 'some lessons FAILED'}; summary: {page}")
     for r in rep.results:

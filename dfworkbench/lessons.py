@@ -17,8 +17,9 @@ __all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'WIDGET_VIEW', 'PLOTLY_JS', 'WIDGET_NOTE',
            'find_lessons', 'prepare_lesson', 'lesson_parameters', 'png_data_uri', 'compact_images', 'jpeg_if_halves',
            'photos_as_jpeg', 'compact_notebook', 'LessonResult', 'run_lesson', 'Check', 'compare_records',
            'format_checks', 'make_baseline', 'chance_level', 'baseline_from_seeds', 'new_run_dir', 'RunReport',
-           'load_baseline', 'lesson_jobs', 'run_lessons', 'reader_notebook', 'share_styles', 'lighten_code',
-           'offline_page', 'finding', 'rounded', 'headline_figure', 'lesson_blurb', 'write_summary']
+           'load_baseline', 'lesson_jobs', 'longest_first', 'run_lessons', 'reader_notebook', 'share_styles',
+           'lighten_code', 'offline_page', 'finding', 'rounded', 'headline_figure', 'lesson_blurb', 'lesson_page',
+           'write_summary']
 
 # %% ../nbs/00a_lessons.ipynb #1b05b00c
 def nbs_dir() -> Path:
@@ -367,28 +368,42 @@ def lesson_jobs(jobs:int|None=None) -> tuple[int, int]:
     check(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, f"jobs must be an integer >= 1, got {jobs!r}")
     return jobs, max(1, cpus // jobs)
 
+def longest_first(names:list, root, preset:str) -> list:
+    """`names` in the order to start them when several run at once: by their time in the newest earlier run of `preset` under `root`,
+    longest first (so the longest does not start last), lessons that run never timed first in their own order."""
+    past = {}
+    for f in sorted(Path(root).glob(f"*-{preset}*/records.json"), key=lambda f: f.stat().st_mtime):
+        try: past = {k: v["seconds"] for k, v in json.loads(f.read_text())["lessons"].items() if v.get("ok")} or past
+        except (ValueError, KeyError, TypeError, AttributeError): continue      # a damaged or foreign file: ignored
+    return sorted(names, key=lambda n: (n in past, -past.get(n, 0)))         # stable: untimed ones keep their order
+
 def _lesson_worker(args:tuple) -> LessonResult:
-    "One lesson in a worker process of `run_lessons(jobs>1)`; its kernel inherits the thread limits, so lessons running side by side do not fight over cores."
-    src, out, preset, device, threads, kw = args
+    "One lesson in a worker process of `run_lessons(jobs>1)` (and its page when `pages`); its kernel inherits the thread limits, so lessons running side by side do not fight over cores."
+    src, out, preset, device, threads, pages, kw = args
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"): os.environ[k] = str(threads)
-    return run_lesson(src, out, preset=preset, device=device, **kw)
+    res = run_lesson(src, out, preset=preset, device=device, **kw)
+    if pages and Path(res.output).exists(): lesson_page(res.output)
+    return res
 
 def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root=None, baseline=None,
-                log=print, progress:bool=True, seed:int|None=None, jobs:int|None=1) -> RunReport:
+                log=print, progress:bool=True, seed:int|None=None, jobs:int|None=1, pages:bool=False) -> RunReport:
     """Execute the lessons into a new run folder; `seed` goes to the lessons with a `seed` parameter; compare with `baseline` (a path) if given.
-    `jobs` lessons run at once (None: `lesson_jobs`), each in its own process and kernel with the cores shared among them; results keep the lessons' order."""
+    `jobs` lessons run at once (None: `lesson_jobs`), each in its own process and kernel with the cores shared among them; results keep the lessons' order.
+    `pages`: write each lesson's page (`lesson_page`) as soon as it has run, beside the others' work, rather than all at the end in `write_summary`."""
     check_preset(preset); get_device(device)   # an unknown or absent device (cuda on a CPU machine) stops here, before any lesson runs
     check(seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0), f"seed must be a non-negative integer, got {seed!r}")
     jobs, threads = lesson_jobs(jobs)
     base = load_baseline(baseline) if baseline else None   # a broken baseline stops here, before any lesson runs
     lessons = find_lessons(nbs, only)
     rep = RunReport(new_run_dir(preset, root), preset, device, seed)
+    order = longest_first([s.stem for s in lessons], rep.folder.parent, preset) if jobs > 1 else [s.stem for s in lessons]
     log(f"run folder: {rep.folder}")
     kws = [{"seed": seed} if seed is not None and "seed" in lesson_parameters(src) else {} for src in lessons]
     if jobs == 1:
         for i, (src, kw) in enumerate(zip(lessons, kws), 1):
             log(f"[{i}/{len(lessons)}] {src.name} ...")
             res = run_lesson(src, rep.folder/src.name, preset=preset, device=device, progress=progress, **kw)
+            if pages and Path(res.output).exists(): lesson_page(res.output)
             res.seed = kw.get("seed")
             rep.results.append(res); rep.save(); log("  " + res.line())
     else:
@@ -397,8 +412,8 @@ def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root
         log(f"{len(lessons)} lessons, {jobs} at a time, {threads} math thread{'s' * (threads > 1)} each")
         work, done = importlib.import_module("dfworkbench.lessons")._lesson_worker, {}   # the module's, also from a notebook (spawn imports it by name)
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:   # spawn: no copy of this process's torch threads
-            futs = {ex.submit(work, (src, rep.folder/src.name, preset, device, threads, kw)): (i, kw)
-                    for i, (src, kw) in enumerate(zip(lessons, kws))}
+            futs = {ex.submit(work, (src, rep.folder/src.name, preset, device, threads, pages, kw)): (i, kw)
+                    for i, (src, kw) in sorted(enumerate(zip(lessons, kws)), key=lambda x: order.index(x[1][0].stem))}
             for f in as_completed(futs):
                 i, kw = futs[f]
                 res = done[i] = f.result(); res.seed = kw.get("seed")
@@ -604,20 +619,29 @@ def _lesson_section(r, findings:dict, nb=None) -> str:
             f'<p class="finding">{html.escape(line)}</p><p><small>{status}</small></p>'
             + (f'<div class="fig">{fig}</div>' if fig else "") + fold + "</section>")
 
-def write_summary(rep:RunReport, findings:dict|None=None, extra:str="") -> Path:
-    "Write the run's report: each executed lesson as a page a reader wants, `index.html` with a section per lesson, plotly.js and nbconvert's CSS once."
+def lesson_page(executed, folder=None):
+    "Write executed lesson `executed` as the page a reader wants (`folder/NAME.html`, default beside it; nbconvert's CSS shared there); its reader notebook."
     from nbconvert import HTMLExporter
+    executed = Path(executed); folder = Path(folder or executed.parent)
+    nb = reader_notebook(nbformat.read(executed, as_version=4))
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    with atomic_write(folder/f"{executed.stem}.html", "w") as f: f.write(share_styles(lighten_code(offline_page(body)), folder))   # nbconvert's theme: one CSS file per run
+    return nb
+
+def write_summary(rep:RunReport, findings:dict|None=None, extra:str="") -> Path:
+    """Write the run's report: each executed lesson as a page a reader wants (`lesson_page`; kept where `run_lessons(pages=True)` wrote it
+    after the lesson ran), `index.html` with a section per lesson, plotly.js and nbconvert's CSS once."""
     import plotly.offline
     findings = FINDINGS if findings is None else findings
     js = rep.folder/PLOTLY_JS
     if not js.exists():
         with atomic_write(js, "w") as f: f.write(plotly.offline.get_plotlyjs())
-    exp, readers = HTMLExporter(), {}
+    readers = {}
     for r in rep.results:
-        if Path(r.output).exists():
-            readers[r.name] = reader_notebook(nbformat.read(r.output, as_version=4))   # read and rendered once: the page and the index use it
-            body, _ = exp.from_notebook_node(readers[r.name])
-            with atomic_write(rep.folder/f"{r.name}.html", "w") as f: f.write(share_styles(lighten_code(offline_page(body)), rep.folder))   # nbconvert's theme: one CSS file per run
+        out, page = Path(r.output), rep.folder/f"{r.name}.html"
+        if not out.exists(): continue
+        fresh = page.exists() and page.stat().st_mtime >= out.stat().st_mtime        # rendered as the lesson finished
+        readers[r.name] = reader_notebook(nbformat.read(out, as_version=4)) if fresh else lesson_page(out, rep.folder)   # read once: the page and the index use it
     fails = "".join(f"<li>{html.escape(c.lesson)} / <code>{html.escape(c.name)}</code>: baseline {html.escape(rounded(c.expected))}, "
                     f"this run {html.escape(rounded(c.got))} ({html.escape(c.note)})</li>" for c in rep.checks if not c.ok)
     n_ok = sum(r.ok for r in rep.results)
