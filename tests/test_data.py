@@ -66,7 +66,10 @@ def test_clip_batch_contract(suite):
 
 def test_dataset_errors(suite):
     with pytest.raises(DFWError, match="T=9"): ClipDataset(suite, T=9)
-    with pytest.raises(DFWError, match="per_clip"): FrameDataset(suite, per_clip=9)
+    with pytest.raises(DFWError, match="per_clip"): FrameDataset(suite, per_clip=0)
+    short = FrameDataset(suite, per_clip=suite.n_frames + 1)            # clips shorter than per_clip give each frame once
+    assert len(short) == suite.n_frames * len(suite)
+    assert [short[k].meta["frame_idx"] for k in range(suite.n_frames)] == [[t] for t in range(suite.n_frames)]
     with pytest.raises(DFWError, match="same T"): ClipCollate(PreprocessCfg(size=32))([suite.record(0, [0, 1]), suite.record(1, [0])])
 
 
