@@ -213,10 +213,9 @@ class FrameDataset(_Seeded):
     def __init__(self, source, per_clip:int=4, augment:ClipAugment|None=None, train:bool=False, seed:int=0):
         super().__init__(source, augment, train, seed)
         check(isinstance(per_clip, (int, np.integer)) and not isinstance(per_clip, bool) and per_clip > 0, f"per_clip={per_clip} must be a positive integer")
-        self.per_clip, fixed = int(per_clip), getattr(source, "n_frames", None)
-        counts = None if fixed is not None else np.array([min(self.per_clip, _n_frames(source, i)) for i in range(len(source))])
-        if fixed is not None and fixed < self.per_clip: counts = np.full(len(source), fixed)
-        self.counts = None if counts is None or (counts == self.per_clip).all() else counts     # None: every clip gives per_clip frames
+        self.per_clip = int(per_clip)
+        counts = np.minimum(self.per_clip, [_n_frames(source, i) for i in range(len(source))])    # frames each clip gives
+        self.counts = None if (counts == self.per_clip).all() else counts                        # None: every clip gives per_clip
         self._starts = None if self.counts is None else np.concatenate([[0], np.cumsum(self.counts)])
     def __len__(self): return len(self.source) * self.per_clip if self.counts is None else int(self._starts[-1])
     def locate(self, k:int) -> tuple[int, int, int]:

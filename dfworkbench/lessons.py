@@ -372,9 +372,10 @@ def longest_first(names:list, root, preset:str) -> list:
     """`names` in the order to start them when several run at once: by their time in the newest earlier run of `preset` under `root`,
     longest first (so the longest does not start last), lessons that run never timed first in their own order."""
     past = {}
-    for f in sorted(Path(root).glob(f"*-{preset}*/records.json"), key=lambda f: f.stat().st_mtime):
-        try: past = {k: v["seconds"] for k, v in json.loads(f.read_text())["lessons"].items() if v.get("ok")} or past
+    for f in sorted(Path(root).glob(f"*-{preset}*/records.json"), key=lambda f: f.stat().st_mtime, reverse=True):   # newest first
+        try: past = {k: v["seconds"] for k, v in json.loads(f.read_text())["lessons"].items() if v.get("ok")}
         except (ValueError, KeyError, TypeError, AttributeError): continue      # a damaged or foreign file: ignored
+        if past: break
     return sorted(names, key=lambda n: (n in past, -past.get(n, 0)))         # stable: untimed ones keep their order
 
 def _lesson_worker(args:tuple) -> LessonResult:
@@ -396,7 +397,7 @@ def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root
     base = load_baseline(baseline) if baseline else None   # a broken baseline stops here, before any lesson runs
     lessons = find_lessons(nbs, only)
     rep = RunReport(new_run_dir(preset, root), preset, device, seed)
-    order = longest_first([s.stem for s in lessons], rep.folder.parent, preset) if jobs > 1 else [s.stem for s in lessons]
+    start = {n: k for k, n in enumerate(longest_first([s.stem for s in lessons], rep.folder.parent, preset))}   # when several run at once
     log(f"run folder: {rep.folder}")
     kws = [{"seed": seed} if seed is not None and "seed" in lesson_parameters(src) else {} for src in lessons]
     if jobs == 1:
@@ -413,7 +414,7 @@ def run_lessons(preset:str="smoke", device:str="auto", only=None, nbs=None, root
         work, done = importlib.import_module("dfworkbench.lessons")._lesson_worker, {}   # the module's, also from a notebook (spawn imports it by name)
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:   # spawn: no copy of this process's torch threads
             futs = {ex.submit(work, (src, rep.folder/src.name, preset, device, threads, pages, kw)): (i, kw)
-                    for i, (src, kw) in sorted(enumerate(zip(lessons, kws)), key=lambda x: order.index(x[1][0].stem))}
+                    for i, (src, kw) in sorted(enumerate(zip(lessons, kws)), key=lambda x: start[x[1][0].stem])}
             for f in as_completed(futs):
                 i, kw = futs[f]
                 res = done[i] = f.result(); res.seed = kw.get("seed")
