@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_lessons.ipynb #ae589a0a
 from __future__ import annotations
-import datetime as _dt, html, importlib, json, math, os, re, shutil, sys, time
+import datetime as _dt, html, importlib, json, math, os, re, shutil, signal, sys, time, uuid
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -13,13 +13,13 @@ from .core import (DFWError, check, check_device_name, check_preset, get_device,
                               atomic_write, atomic_write_json, data_dir)
 
 # %% auto #0
-__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'WIDGET_VIEW', 'PLOTLY_JS', 'WIDGET_NOTE', 'PLAIN_TOKENS', 'FINDINGS', 'nbs_dir',
-           'find_lessons', 'prepare_lesson', 'lesson_parameters', 'png_data_uri', 'compact_images', 'jpeg_if_halves',
-           'photos_as_jpeg', 'compact_notebook', 'LessonResult', 'run_lesson', 'Check', 'compare_records',
-           'format_checks', 'make_baseline', 'chance_level', 'baseline_from_seeds', 'new_run_dir', 'RunReport',
-           'load_baseline', 'lesson_jobs', 'longest_first', 'run_lessons', 'reader_notebook', 'share_styles',
-           'lighten_code', 'offline_page', 'finding', 'rounded', 'headline_figure', 'lesson_blurb', 'lesson_page',
-           'write_summary']
+__all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'WIDGET_VIEW', 'KERNEL_PRELOAD', 'PLOTLY_JS', 'WIDGET_NOTE', 'PLAIN_TOKENS', 'FINDINGS',
+           'nbs_dir', 'find_lessons', 'prepare_lesson', 'lesson_parameters', 'png_data_uri', 'compact_images',
+           'jpeg_if_halves', 'photos_as_jpeg', 'compact_notebook', 'LessonResult', 'KernelServer', 'kernel_server',
+           'run_lesson', 'Check', 'compare_records', 'format_checks', 'make_baseline', 'chance_level',
+           'baseline_from_seeds', 'new_run_dir', 'RunReport', 'load_baseline', 'lesson_jobs', 'longest_first',
+           'run_lessons', 'reader_notebook', 'share_styles', 'lighten_code', 'offline_page', 'finding', 'rounded',
+           'headline_figure', 'lesson_blurb', 'lesson_page', 'write_summary']
 
 # %% ../nbs/00a_lessons.ipynb #1b05b00c
 def nbs_dir() -> Path:
@@ -178,17 +178,151 @@ def _error_line(e, executed:Path, src:Path) -> str:
     ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
     return f"{src.name} failed{where}: {ename}: {evalue}"
 
-def _logged_kernel_manager(log):
-    "A kernel manager class whose kernel writes its stdout and stderr (ipykernel's own log, MediaPipe's C++ log) to the open file `log`."
+KERNEL_PRELOAD = ("numpy", "pandas", "torch", "open_clip", "accelerate", "sklearn.metrics", "plotly.graph_objects", "IPython",
+                  "ipykernel.kernelapp")   # what most lessons import first, once in the kernel server; never the project's own modules
+                                          # (a lesson defines its classes itself: a preloaded registry would already hold them)
+
+_KERNEL_SERVER = r"""
+import json, os, sys, threading, time, traceback
+for m in sys.argv[1:]:                                  # preload: what every kernel forked from here starts with
+    try: __import__(m)
+    except Exception: pass                              # a lesson that imports it will say what is wrong
+ask, tell, ended = sys.stdin.buffer, sys.stdout.buffer, {}
+def reap():
+    while True:
+        try: pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError: return
+        if not pid: return
+        ended[pid] = os.waitstatus_to_exitcode(status)
+def orphaned(client):                                  # the process that asked for this kernel is gone: so is the kernel
+    while True:
+        time.sleep(1)
+        try: os.kill(client, 0)
+        except ProcessLookupError: os._exit(1)
+def kernel(args, env, cwd, log):                        # what `python -m ipykernel_launcher ARGS` does, here
+    os.setsid()                                         # its own process group (jupyter_client's start_new_session)
+    null, out = os.open(os.devnull, os.O_RDONLY), os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(null, 0); os.dup2(out, 1); os.dup2(out, 2); os.close(null); os.close(out)
+    os.environ.clear(); os.environ.update(env); os.chdir(cwd); sys.path.insert(0, cwd); sys.argv = [sys.executable, *args]
+    if "torch" in sys.modules and env.get("OMP_NUM_THREADS", "").isdigit():
+        sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))   # preloaded before this environment existed
+    if env.get("JPY_PARENT_PID", "").isdigit():          # its default was read when the server imported ipykernel
+        args = [*args, "--IPKernelApp.parent_handle=" + env["JPY_PARENT_PID"]]
+        threading.Thread(target=orphaned, args=(int(env["JPY_PARENT_PID"]),), daemon=True).start()
+    from ipykernel.kernelapp import IPKernelApp
+    IPKernelApp.launch_instance(argv=args)
+tell.write(b"ready\n"); tell.flush()
+for line in ask:                                        # one JSON request a line; the server ends with its parent's pipe
+    req = json.loads(line); reap()
+    if "poll" in req: reply = {"code": ended.get(req["poll"])}     # None: still running
+    else:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try: kernel(**req); code = 0
+            except SystemExit as e: code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+            except BaseException: traceback.print_exc()
+            finally:
+                sys.stdout.flush(); sys.stderr.flush(); os._exit(code)
+        reply = {"pid": pid}
+    tell.write(json.dumps(reply).encode() + b"\n"); tell.flush()
+"""
+
+class KernelServer:
+    "A process that imports `KERNEL_PRELOAD` once, then forks an ipykernel on request: one per process that runs lessons (`kernel_server`)."
+    def __init__(self, preload=KERNEL_PRELOAD):
+        import subprocess, threading
+        self.lock, self.env = threading.Lock(), dict(os.environ)      # libraries read some settings at import: the server's are these
+        self.proc = subprocess.Popen([sys.executable, "-c", _KERNEL_SERVER, *preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)   # Ctrl-C in the terminal is not for it
+        check(self.proc.stdout.readline().strip() == b"ready", f"the kernel server did not start (exit code {self.proc.poll()})")
+    def ask(self, **req) -> dict:
+        with self.lock:
+            self.proc.stdin.write(json.dumps(req).encode() + b"\n"); self.proc.stdin.flush()
+            return json.loads(self.proc.stdout.readline())
+    def start(self, args:list, env:dict, cwd:str, log:str) -> int:
+        "Fork a kernel with arguments `args` (ipykernel's `-f CONNECTION_FILE`), environment `env`, folder `cwd`, output appended to `log`: its pid."
+        return self.ask(args=list(args), env=dict(env), cwd=str(cwd), log=str(log))["pid"]
+    def exit_code(self, pid:int) -> int|None:
+        "The exit code of kernel `pid`, None while it runs."
+        try: return self.ask(poll=pid)["code"]
+        except (OSError, ValueError): return None if _alive(pid) else -9   # the server is gone: the kernel's state is all there is
+
+    def close(self):
+        "End the server (kernels it started keep running until their lesson ends)."
+        try: self.proc.stdin.close()
+        except OSError: pass
+        self.proc.wait()
+
+_SERVERS = {}
+def kernel_server() -> KernelServer:
+    "This process's kernel server, started on first use; a new one if it died, in a forked child, or when this process's environment changed."
+    s = _SERVERS.get(os.getpid())
+    if s is not None and (s.proc.poll() is not None or s.env != dict(os.environ)): s.close(); s = None
+    if s is None: s = _SERVERS[os.getpid()] = KernelServer()
+    return s
+
+def _alive(pid:int) -> bool:
+    "Is process `pid` running (a zombie, ended but not yet reaped, is not)?"
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError): return True                    # no /proc (macOS): it exists
+
+def _own_group(pid:int) -> bool:
+    try: return os.getpgid(pid) == pid
+    except OSError: return False                                 # gone already
+
+class _Forked:
+    "The part of a `subprocess.Popen` that jupyter_client's provisioner uses, for a kernel forked by a `KernelServer`."
+    stdin = stdout = stderr = None
+    def __init__(self, server, pid): self.server, self.pid, self.returncode = server, pid, None
+    def poll(self) -> int|None:
+        if self.returncode is None: self.returncode = self.server.exit_code(self.pid)
+        return self.returncode
+    def wait(self, timeout=None) -> int|None:
+        t0 = time.monotonic()
+        while self.poll() is None and (timeout is None or time.monotonic() - t0 < timeout): time.sleep(0.05)
+        return self.returncode
+    def send_signal(self, sig): os.kill(self.pid, sig)
+    def kill(self): self.send_signal(signal.SIGKILL)
+    def terminate(self): self.send_signal(signal.SIGTERM)
+
+def _forkable(cmd:list) -> bool:
+    "Is `cmd` ipykernel's own launcher on this interpreter (what the kernel server stands in for)?"
+    exe = shutil.which(cmd[0]) if cmd else None
+    return (len(cmd) > 3 and list(cmd[1:3]) == ["-m", "ipykernel_launcher"] and exe is not None
+            and Path(exe).resolve() == Path(sys.executable).resolve())
+
+def _logged_kernel_manager(log, fork:bool=True):
+    """A kernel manager class whose kernel writes its stdout and stderr (ipykernel's own log, MediaPipe's C++ log) to the open file `log`.
+    With `fork`, the kernel is forked from `kernel_server()`, which has imported `KERNEL_PRELOAD` once, instead of a new Python importing them again."""
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.provisioning import LocalProvisioner
+    class ForkedProvisioner(LocalProvisioner):
+        async def launch_kernel(self, cmd, **kw):
+            if not (fork and _forkable(cmd)): return await super().launch_kernel(cmd, stdout=log, stderr=log, **kw)
+            server, cwd = kernel_server(), kw.get("cwd") or os.getcwd()
+            pid = server.start(cmd[3:], {**(kw.get("env") or os.environ), "JPY_PARENT_PID": str(os.getpid())}, cwd, log.name)
+            for _ in range(1000):                                # its own group once it has called setsid: never signal the server's
+                if _own_group(pid) or not _alive(pid): break
+                time.sleep(0.01)
+            self.process, self.pid, self.cwd = _Forked(server, pid), pid, cwd
+            self.pgid = pid if _own_group(pid) else None         # None: signals go to the process alone
+            return self.connection_info
     class LoggedKernelManager(AsyncKernelManager):
-        async def _async_launch_kernel(self, kernel_cmd, **kw):
-            kw.update(stdout=log, stderr=log)       # Popen arguments, passed down by the provisioner
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        async def _async_pre_start_kernel(self, **kw):
+            if self.provisioner is None:                         # the default is found by name; ours is given
+                self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
+                self.provisioner = ForkedProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+            return await super()._async_pre_start_kernel(**kw)
     return LoggedKernelManager
 
-def run_lesson(src, out, preset:str="smoke", device:str="auto", timeout:int=1800, progress:bool=False, **params) -> LessonResult:
-    "Execute lesson `src` into `out` with papermill and return its `LessonResult`; the kernel's own output goes to `out` with suffix .log."
+def run_lesson(src, out, preset:str="smoke", device:str="auto", timeout:int=1800, progress:bool=False, fork:bool|None=None, **params) -> LessonResult:
+    """Execute lesson `src` into `out` with papermill and return its `LessonResult`; the kernel's own output goes to `out` with suffix .log.
+    `fork`: start the kernel from the preloaded fork server (None: yes unless `$DFW_FORK_KERNELS` is 0)."""
+    if fork is None: fork = os.environ.get("DFW_FORK_KERNELS", "1") != "0"
     import papermill as pm
     src, out = Path(src), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +333,7 @@ def run_lesson(src, out, preset:str="smoke", device:str="auto", timeout:int=1800
         with open(out.with_suffix(".log"), "ab") as log:
             pm.execute_notebook(str(prepared), str(out), parameters=dict(preset=preset, device=device, **params),
                                 kernel_name="python3", cwd=str(src.parent), progress_bar=progress,
-                                execution_timeout=timeout, log_output=False, kernel_manager_class=_logged_kernel_manager(log))
+                                execution_timeout=timeout, log_output=False, kernel_manager_class=_logged_kernel_manager(log, fork))
     except Exception as e:
         err = _error_line(e, out, src) if out.exists() else f"{src.name}: {type(e).__name__}: {e}"
         err += f" (kernel log: {out.with_suffix('.log')})"
