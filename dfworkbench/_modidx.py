@@ -523,6 +523,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'dfworkbench.jobs.FaceClips.frame_count': ('jobs.html#faceclips.frame_count', 'dfworkbench/jobs.py'),
                                   'dfworkbench.jobs.FaceClips.record': ('jobs.html#faceclips.record', 'dfworkbench/jobs.py'),
                                   'dfworkbench.jobs.FaceClips.subset': ('jobs.html#faceclips.subset', 'dfworkbench/jobs.py'),
+                                  'dfworkbench.jobs._check_clip_length': ('jobs.html#_check_clip_length', 'dfworkbench/jobs.py'),
+                                  'dfworkbench.jobs._clip_name': ('jobs.html#_clip_name', 'dfworkbench/jobs.py'),
                                   'dfworkbench.jobs._device': ('jobs.html#_device', 'dfworkbench/jobs.py'),
                                   'dfworkbench.jobs._eval_root': ('jobs.html#_eval_root', 'dfworkbench/jobs.py'),
                                   'dfworkbench.jobs._fcg_data': ('jobs.html#_fcg_data', 'dfworkbench/jobs.py'),

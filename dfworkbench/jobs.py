@@ -102,9 +102,11 @@ class FaceClips(torch.utils.data.Dataset):
         "The videos of one split (train | val | test)."
         return FaceClips([e for e in self.entries if e.split == split], self.keep)
     def frame_count(self, i:int) -> int:
-        "Crops of video `i`: its PNG frames counted, or (one .avi) the video read."
+        "Crops of video `i`: its PNG frames counted, or (one .avi) its landmarks' rows, else the video read."
         e = self.entries[i]
-        return len(e.frames) if e.frames else self[i].T
+        if e.frames: return len(e.frames)
+        lm = Path(e.path).parent/"landmarks.npy"                   # one row of landmarks per crop, written beside them
+        return int(np.load(lm, mmap_mode="r").shape[0]) if lm.is_file() else self[i].T
     def record(self, i:int, idx=None):
         "Video `i` as a `ClipRecord` (frames `idx` only, when given)."
         r = self[i]
@@ -160,10 +162,26 @@ def fake_preprocessed(dst, n_per_split:dict|None=None, res:int=64, seed:int=0, p
 # %% ../nbs/32_jobs.ipynb #d14500d0
 _PER_CLIP = {"train": 4, "val": 2, "test": 4}   # frames per clip of a faces folder's splits (the lab: `LabData` of its size)
 
+def _clip_name(source, i:int) -> str:
+    e = getattr(source, "entries", None)
+    return f"{e[i].video_id} ({e[i].path})" if e is not None else f"clip {i}"
+
+def _check_clip_length(source, clip_len:int):
+    "One error naming every clip of `source` shorter than `clip_len` frames (a still image has one), and what to do instead."
+    from dfworkbench.data import _n_frames
+    short = [(i, n) for i in range(len(source)) if (n := _n_frames(source, i)) < clip_len]
+    if not short: return
+    names = "; ".join(f"{_clip_name(source, i)}: {n} frame{'s' * (n != 1)}" for i, n in short[:5]) + ("; ..." if len(short) > 5 else "")
+    raise DFWError(f"this detector reads clips of {clip_len} frames, and {len(short)} of the {len(source)} items have fewer ({names}). "
+                   f"Give videos cropped with at least {clip_len} frames (`dfw preprocess --frames N`, N >= {clip_len}), "
+                   f"or use a frame detector (lntuning, infobottleneck) for still images; `dfw detect` scores a still with a clip "
+                   f"detector by repeating its face, and says so in its report")
+
 def _items(source, clip_len:int, per_clip:int=4, train:bool=False, seed:int=0, augment=None):
-    "A dataset of `source`: `per_clip` single frames of each clip (clip_len 1), else clips of `clip_len` frames."
+    "A dataset of `source`: `per_clip` single frames of each clip (clip_len 1), else clips of `clip_len` frames (every clip checked first)."
     from dfworkbench.data import ClipDataset, FrameDataset
     if clip_len == 1: return FrameDataset(source, per_clip, augment=augment, train=train, seed=seed)
+    _check_clip_length(source, clip_len)
     return ClipDataset(source, clip_len, augment=augment, train=train, seed=seed)
 
 # %% ../nbs/32_jobs.ipynb #96cc9ec5
