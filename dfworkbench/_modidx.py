@@ -795,6 +795,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'dfworkbench.lessons._error_line': ('lessons.html#_error_line', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons._figure_html': ('lessons.html#_figure_html', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons._forkable': ('lessons.html#_forkable', 'dfworkbench/lessons.py'),
+                                     'dfworkbench.lessons._import_env': ('lessons.html#_import_env', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons._is_plotly_loader': ('lessons.html#_is_plotly_loader', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons._lesson_section': ('lessons.html#_lesson_section', 'dfworkbench/lessons.py'),
                                      'dfworkbench.lessons._lesson_worker': ('lessons.html#_lesson_worker', 'dfworkbench/lessons.py'),

@@ -232,7 +232,7 @@ class KernelServer:
     "A process that imports `KERNEL_PRELOAD` once, then forks an ipykernel on request: one per process that runs lessons (`kernel_server`)."
     def __init__(self, preload=KERNEL_PRELOAD):
         import subprocess, threading
-        self.lock, self.env = threading.Lock(), dict(os.environ)      # libraries read some settings at import: the server's are these
+        self.lock, self.env = threading.Lock(), _import_env()          # libraries read some settings at import: the server's are these
         self.proc = subprocess.Popen([sys.executable, "-c", _KERNEL_SERVER, *preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, start_new_session=True)   # Ctrl-C in the terminal is not for it
         check(self.proc.stdout.readline().strip() == b"ready", f"the kernel server did not start (exit code {self.proc.poll()})")
@@ -254,11 +254,15 @@ class KernelServer:
         except OSError: pass
         self.proc.wait()
 
+def _import_env() -> dict:
+    "This process's environment as libraries imported now would see it, less what changes with every test and no library reads."
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}   # pytest's name of the running test and its stage
+
 _SERVERS = {}
 def kernel_server() -> KernelServer:
     "This process's kernel server, started on first use; a new one if it died, in a forked child, or when this process's environment changed."
     s = _SERVERS.get(os.getpid())
-    if s is not None and (s.proc.poll() is not None or s.env != dict(os.environ)): s.close(); s = None
+    if s is not None and (s.proc.poll() is not None or s.env != _import_env()): s.close(); s = None
     if s is None: s = _SERVERS[os.getpid()] = KernelServer()
     return s
 
