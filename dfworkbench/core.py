@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ['PRESETS', 'DEVICE_NAMES', 'OPENAI_MEAN', 'OPENAI_STD', 'PARTS', 'PART_COLOURS', 'RECORD_MIME', 'ASSETS', 'DFWError',
            'check', 'check_preset', 'skip_flags', 'Config', 'RunConfig', 'check_device_name', 'get_device',
            'autocast_dtype', 'autocast', 'seed_everything', 'seed_worker', 'make_generator', 'cache_dir', 'runs_dir',
-           'repo_root', 'data_dir', 'atomic_write', 'atomic_write_json', 'file_lock', 'native_stderr_to',
+           'repo_root', 'data_dir', 'atomic_write', 'atomic_write_json', 'file_lock', 'pid_alive', 'native_stderr_to',
            'PreprocessCfg', 'colour_parts', 'record', 'read_records', 'Asset', 'register_asset', 'AssetError',
            'sha256_file', 'resolve_asset', 'asset_path_or_skip', 'asset_table']
 
@@ -209,6 +209,15 @@ def file_lock(path) -> Iterator[Path]:
         fcntl.flock(f, fcntl.LOCK_EX)
         try: yield lock
         finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+def pid_alive(pid:int) -> bool:
+    "Is process `pid` running? A zombie (ended, not yet reaped by its parent) is not."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError): return True                    # no /proc (macOS): it exists
+
 
 # %% ../nbs/00_core.ipynb #878bb30c
 @contextlib.contextmanager

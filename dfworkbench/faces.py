@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from fastcore.basics import patch_to
 
-from .core import DFWError, check, resolve_asset, atomic_write_json, native_stderr_to
+from .core import DFWError, check, resolve_asset, atomic_write_json, native_stderr_to, pid_alive
 from .readers import VideoEntry, read_dataset, is_image, load_json, IMAGE_EXTS, VIDEO_EXTS
 
 
@@ -639,17 +639,11 @@ def _pool_context():
     ctx = mp.get_context("forkserver"); ctx.set_forkserver_preload(["dfworkbench.faces", "mediapipe.tasks.python.vision"])
     return ctx
 
-def _alive(pid:int) -> bool:
-    "Whether process `pid` exists."
-    try: os.kill(pid, 0); return True
-    except ProcessLookupError: return False
-    except PermissionError: return True
-
 def _exit_with(main_pid:int, every:float=0.5):
     "Exit this worker when the batch's main process is gone (killed), checked every `every` seconds."
     ppid = os.getppid()
     def watch():
-        while os.getppid() == ppid and _alive(main_pid): time.sleep(every)
+        while os.getppid() == ppid and pid_alive(main_pid): time.sleep(every)
         os._exit(3)
     threading.Thread(target=watch, daemon=True).start()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 from .core import (DFWError, check, check_device_name, check_preset, get_device, skip_flags, read_records, runs_dir, repo_root,
-                              atomic_write, atomic_write_json, data_dir)
+                              atomic_write, atomic_write_json, data_dir, pid_alive)
 
 # %% auto #0
 __all__ = ['SKIP_TAG', 'PLOTLY_MIME', 'WIDGET_VIEW', 'KERNEL_PRELOAD', 'PLOTLY_JS', 'WIDGET_NOTE', 'PLAIN_TOKENS', 'FINDINGS',
@@ -246,8 +246,7 @@ class KernelServer:
     def exit_code(self, pid:int) -> int|None:
         "The exit code of kernel `pid`, None while it runs."
         try: return self.ask(poll=pid)["code"]
-        except (OSError, ValueError): return None if _alive(pid) else -9   # the server is gone: the kernel's state is all there is
-
+        except (OSError, ValueError): return None if pid_alive(pid) else -9   # the server is gone: the kernel's state is all there is
     def close(self):
         "End the server (kernels it started keep running until their lesson ends)."
         try: self.proc.stdin.close()
@@ -265,14 +264,6 @@ def kernel_server() -> KernelServer:
     if s is not None and (s.proc.poll() is not None or s.env != _import_env()): s.close(); s = None
     if s is None: s = _SERVERS[os.getpid()] = KernelServer()
     return s
-
-def _alive(pid:int) -> bool:
-    "Is process `pid` running (a zombie, ended but not yet reaped, is not)?"
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError): return True                    # no /proc (macOS): it exists
 
 def _own_group(pid:int) -> bool:
     try: return os.getpgid(pid) == pid
@@ -310,7 +301,7 @@ def _logged_kernel_manager(log, fork:bool=True):
             server, cwd = kernel_server(), kw.get("cwd") or os.getcwd()
             pid = server.start(cmd[3:], {**(kw.get("env") or os.environ), "JPY_PARENT_PID": str(os.getpid())}, cwd, log.name)
             for _ in range(1000):                                # its own group once it has called setsid: never signal the server's
-                if _own_group(pid) or not _alive(pid): break
+                if _own_group(pid) or not pid_alive(pid): break
                 time.sleep(0.01)
             self.process, self.pid, self.cwd = _Forked(server, pid), pid, cwd
             self.pgid = pid if _own_group(pid) else None         # None: signals go to the process alone
