@@ -23,7 +23,7 @@ from .core import DFWError, check, PreprocessCfg, OPENAI_MEAN, OPENAI_STD, data_
 # %% auto #0
 __all__ = ['ATTN_IMPLS', 'BLOCK_HOOKS', 'PICKLE_SUFFIXES', 'BACKBONES', 'MICROCLIP_CFG', 'HookPoint', 'BlockHooks', 'HookedViT',
            'attn_impl_as', 'layer_norms', 'n_layernorm_params', 'expected_hook_names', 'LayerState', 'read_state_dict',
-           'load_weights', 'LocalBackbone', 'register_backbone', 'load_backbone']
+           'load_weights', 'LocalBackbone', 'register_backbone', 'HighPassStem', 'highpass_stem', 'load_backbone']
 
 # %% ../nbs/04_backbone.ipynb #8a6ef3b9
 class HookPoint(nn.Module):
@@ -379,6 +379,7 @@ class LocalBackbone:
     preprocess: PreprocessCfg  # the pixels its weights expect
     tags: dict = field(default_factory=dict)  # tag -> safetensors path relative to data_dir()
     note: str = ""            # one line on where it comes from
+    stem: Callable|None = None  # visual -> module that replaces its patch embedding `visual.conv1` (None: open_clip's)
 
 BACKBONES: dict = {}
 
@@ -396,6 +397,38 @@ MICROCLIP_CFG = dict(
 register_backbone(LocalBackbone("micro-clip", MICROCLIP_CFG, PreprocessCfg(64, OPENAI_MEAN, OPENAI_STD, "bicubic"),
                                 tags={"lab": "microclip/microclip.safetensors"},
                                 note="the workbench's own CLIP, pretrained on forgery-lab faces (05_microclip)"));
+
+# %% ../nbs/04_backbone.ipynb #b0193b6f
+class HighPassStem(nn.Module):
+    "Patch embedding of the pixels, their gaussian high-pass residual and its magnitude: [N, 3, S, S] -> [N, D, S/p, S/p]."
+    def __init__(self, width:int, patch:int, sigma:float=1.0, gain:float=8.0):
+        super().__init__()
+        self.radius, self.sigma, self.gain = max(1, int(3 * sigma)), sigma, gain
+        t = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
+        g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+        self.register_buffer("kernel", g / g.sum(), persistent=False)            # [2r+1], fixed: not in the state dict
+        self.conv = nn.Conv2d(9, width, patch, patch, bias=False)                # pixels, residual, |residual|
+
+    def highpass(self, x:torch.Tensor) -> torch.Tensor:
+        "gain * (x - gaussian blur of x), per channel, reflected at the border: [N, C, S, S] -> [N, C, S, S]."
+        C, r, k = x.shape[1], self.radius, self.kernel.to(x.dtype)
+        b = F.pad(x, (r, r, r, r), mode="reflect")
+        b = F.conv2d(b, k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)       # along rows
+        b = F.conv2d(b, k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)       # along columns
+        return self.gain * (x - b)
+
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        hp = self.highpass(x)                                                    # [N, 3, S, S]
+        return self.conv(torch.cat([x, hp, hp.abs()], 1))                       # [N, D, gh, gw]
+
+def highpass_stem(visual:nn.Module) -> HighPassStem:
+    "A `HighPassStem` with the width and patch size of `visual`'s own patch convolution."
+    return HighPassStem(visual.conv1.out_channels, visual.conv1.kernel_size[0])
+
+register_backbone(LocalBackbone("micro-clip-hp", MICROCLIP_CFG, PreprocessCfg(64, OPENAI_MEAN, OPENAI_STD, "bicubic"),
+                                tags={"lab": "microclip/microclip_hp.safetensors"}, stem=highpass_stem,
+                                note="the micro-CLIP with a high-pass stem, pretrained on forgery-lab faces (05_microclip)"));
+
 
 # %% ../nbs/04_backbone.ipynb #f637fa40
 def _source(name, pretrained, allow_pickle, cache_dir) -> dict:
@@ -482,10 +515,13 @@ def _build(cfg:dict, quick_gelu:bool, text:bool, name:str) -> tuple:
     cfg = deepcopy(cfg)
     custom = cfg.pop("custom_text", False)
     check("timm_model_name" not in cfg["vision_cfg"], f"{name}: timm vision towers are not supported by HookedViT")
-    if not text: return None, _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=quick_gelu)
-    cfg["quick_gelu"] = quick_gelu
-    clip = (CustomTextCLIP if custom else CLIP)(**cfg)
-    return clip, clip.visual
+    if not text: clip, visual = None, _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=quick_gelu)
+    else:
+        cfg["quick_gelu"] = quick_gelu
+        clip = (CustomTextCLIP if custom else CLIP)(**cfg); visual = clip.visual
+    stem = BACKBONES[name].stem if name in BACKBONES else None
+    if stem is not None: visual.conv1 = stem(visual)   # [N, 3, S, S] -> [N, D, gh, gw], as the conv it replaces
+    return clip, visual
 
 @patch
 def encode_text(self:HookedViT, tokens:torch.Tensor, normalize:bool=False) -> torch.Tensor:

@@ -23,19 +23,22 @@ from .lab import EYE_COLOURS, HAIR_COLOURS, SKIN_TONES, caption, random_faces
 from .metrics import auroc
 
 # %% auto #0
-__all__ = ['CHECKPOINT', 'TRAIT_PHRASES', 'CAPTION_FAMILIES', 'REGION_NAMES', 'DEGRADATIONS', 'ZS_FAMILIES', 'ZS_ASSERTED',
-           'HELDOUT_SUITES', 'checkpoint_path', 'microclip_tokenizer', 'caption_parts', 'compose', 'random_caption',
-           'family_caption', 'part_region', 'degrade', 'quality_phrase', 'degrade_region', 'clip_loss', 'same_captions',
-           'PretrainCfg', 'pretrain_data', 'lr_at', 'patch_dropout', 'pretrain', 'caption_vocab', 'state_for_saving',
-           'save_microclip', 'checkpoint_info', 'image_embeddings', 'text_embeddings', 'balanced_accuracy',
-           'scaled_logreg', 'zero_shot', 'attribute_probe', 'cls_attention', 'clip_features', 'fit_probe']
+__all__ = ['CHECKPOINT', 'TRAIT_PHRASES', 'CAPTION_FAMILIES', 'REGION_NAMES', 'DEGRADATIONS', 'PRETRAIN_RECIPES', 'ZS_FAMILIES',
+           'ZS_ASSERTED', 'HELDOUT_SUITES', 'checkpoint_path', 'microclip_tokenizer', 'caption_parts', 'compose',
+           'random_caption', 'family_caption', 'part_region', 'degrade', 'quality_phrase', 'degrade_region',
+           'clip_loss', 'same_captions', 'PretrainCfg', 'pretrain_data', 'lr_at', 'patch_dropout', 'pretrain',
+           'caption_vocab', 'state_for_saving', 'save_microclip', 'checkpoint_info', 'image_embeddings',
+           'text_embeddings', 'balanced_accuracy', 'scaled_logreg', 'zero_shot', 'attribute_probe', 'cls_attention',
+           'clip_features', 'fit_probe']
 
 # %% ../nbs/05_microclip.ipynb #9316d602
 CHECKPOINT = BACKBONES["micro-clip"].tags["lab"]  # where the pretrained weights live, relative to data_dir()
 
-def checkpoint_path():
-    "Path of the shipped micro-CLIP checkpoint."
-    return data_dir()/CHECKPOINT
+def checkpoint_path(backbone:str="micro-clip"):
+    "Path of the shipped checkpoint (tag 'lab') of registered backbone `backbone` ('micro-clip', 'micro-clip-hp')."
+    check(backbone in BACKBONES and "lab" in BACKBONES[backbone].tags, f"{backbone!r} has no shipped lab checkpoint: "
+          f"choose one of {[n for n, b in BACKBONES.items() if 'lab' in b.tags]}")
+    return data_dir()/BACKBONES[backbone].tags["lab"]
 
 def microclip_tokenizer():
     "open_clip's bundled BPE tokenizer with the micro-CLIP's context length (no network)."
@@ -171,6 +174,12 @@ class PretrainCfg:
     single_weights: tuple|None = (1, 1, 1, 3, 1, 1, 2, 3, 6, 2)  # how often each of CAPTION_FAMILIES is a one-family batch's topic
     web_jpeg: tuple|None = (70, 95)  # every face goes through a JPEG round trip at a quality in this range, as web photos do
     seed: int = 0               # model init, batches and captions
+    backbone: str = "micro-clip"  # the registered architecture pretrained ('micro-clip-hp': with the high-pass stem)
+
+PRETRAIN_RECIPES = {  # registered backbone -> the recipe its shipped 'lab' checkpoint was pretrained with
+    "micro-clip": PretrainCfg(),
+    "micro-clip-hp": PretrainCfg(backbone="micro-clip-hp", p_single=0.6, single_weights=(1, 1, 1, 3, 1, 1, 2, 3, 6, 20)),
+}
 
 # %% ../nbs/05_microclip.ipynb #9e42cdf2
 def pretrain_data(cfg:PretrainCfg, pre:PreprocessCfg) -> tuple:
@@ -214,7 +223,7 @@ def pretrain(cfg:PretrainCfg=PretrainCfg(),
              device="cpu"):
     "Pretrain a randomly initialised micro-CLIP on lab faces and captions; returns (HookedViT, loss history)."
     seed_everything(cfg.seed)
-    m = load_backbone("micro-clip", text=True, device=device)  # random init, open_clip's CLIP inside
+    m = load_backbone(cfg.backbone, text=True, device=device)  # random init, open_clip's CLIP inside
     clip, tok, rng = m.clip.train(), microclip_tokenizer(), np.random.default_rng(cfg.seed)
     X, attrs = pretrain_data(cfg, m.preprocess_cfg)
     opt, hist, t0 = _optimizer(clip, cfg), [], time.time()
@@ -255,10 +264,10 @@ def state_for_saving(clip:nn.Module, dtype=torch.float16) -> dict:
 
 # %% ../nbs/05_microclip.ipynb #e5e51484
 def save_microclip(clip:nn.Module, cfg:PretrainCfg, path=None, extra:dict|None=None):
-    "Write `clip` as the micro-CLIP checkpoint (safetensors, atomically) and a JSON description beside it."
+    "Write `clip` as the checkpoint of `cfg.backbone` (safetensors, atomically) and a JSON description beside it."
     from safetensors.torch import save
-    path = checkpoint_path() if path is None else Path(path)
-    spec = BACKBONES["micro-clip"]
+    path = checkpoint_path(cfg.backbone) if path is None else Path(path)
+    spec = BACKBONES[cfg.backbone]
     info = dict(model_cfg=spec.model_cfg, preprocess_cfg=spec.preprocess.to_dict(), pretrain_cfg=asdict(cfg),
                 stored_dtype="float16", note=spec.note, **(extra or {}))
     blob = save(state_for_saving(clip), metadata={k: json.dumps(v) for k, v in info.items()})

@@ -11,7 +11,7 @@ from dfworkbench.backbone import BACKBONES, MICROCLIP_CFG, load_backbone
 from dfworkbench.core import DFWError, PreprocessCfg
 from dfworkbench.data import to_model_input
 from dfworkbench.lab import random_faces
-from dfworkbench.microclip import (PretrainCfg, ZS_FAMILIES, caption_vocab, checkpoint_info, checkpoint_path, clip_loss,
+from dfworkbench.microclip import (PRETRAIN_RECIPES, PretrainCfg, ZS_FAMILIES, caption_vocab, checkpoint_info, checkpoint_path, clip_loss,
                                    cls_attention, image_embeddings, microclip_tokenizer, random_caption, save_microclip,
                                    zero_shot)
 
@@ -28,20 +28,29 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def test_checkpoint_ships_and_loads_by_name_offline(no_network):
-    p = checkpoint_path()
-    assert p.is_file() and p.suffix == ".safetensors" and p == p.parent.parent / BACKBONES["micro-clip"].tags["lab"]
+@pytest.mark.parametrize("name", ["micro-clip", "micro-clip-hp"])
+def test_checkpoint_ships_and_loads_by_name_offline(no_network, name):
+    p = checkpoint_path(name)
+    assert p.is_file() and p.suffix == ".safetensors" and p == p.parent.parent / BACKBONES[name].tags["lab"]
     assert p.stat().st_size < 30 * 2**20
-    m = load_backbone("micro-clip", "lab", text=True)  # load time: benchmarks/load_speed.py
+    m = load_backbone(name, "lab", text=True)  # load time: benchmarks/load_speed.py
     assert m.clip is not None and not m.training
 
 
-def test_checkpoint_carries_config_and_recipe():
-    info = checkpoint_info()
+@pytest.mark.parametrize("name", ["micro-clip", "micro-clip-hp"])
+def test_checkpoint_carries_config_and_recipe(name):
+    info = checkpoint_info(checkpoint_path(name))
     assert info["model_cfg"] == json.loads(json.dumps(MICROCLIP_CFG))
-    assert PreprocessCfg.from_dict(info["preprocess_cfg"]) == BACKBONES["micro-clip"].preprocess
-    assert info["pretrain_cfg"] == json.loads(json.dumps(asdict(PretrainCfg())))  # shipped weights = the notebook's default recipe
-    assert json.loads(checkpoint_path().with_suffix(".json").read_text())["model_cfg"] == info["model_cfg"]
+    assert PreprocessCfg.from_dict(info["preprocess_cfg"]) == BACKBONES[name].preprocess
+    as_json = lambda cfg: json.loads(json.dumps(asdict(cfg)))
+    # shipped weights = the notebook's recipe (the micro-CLIP's header predates the `backbone` field, whose default it has)
+    assert as_json(PretrainCfg(**info["pretrain_cfg"])) == as_json(PRETRAIN_RECIPES[name])
+    assert PRETRAIN_RECIPES[name].backbone == name
+    assert json.loads(checkpoint_path(name).with_suffix(".json").read_text())["model_cfg"] == info["model_cfg"]
+
+
+def test_checkpoint_path_names_the_known_backbones():
+    with pytest.raises(DFWError, match="micro-clip-hp"): checkpoint_path("ViT-B-16")
 
 
 def test_broken_checkpoint_fails_naming_the_key(tmp_path):
@@ -74,12 +83,14 @@ def test_captions_fit_context_and_vocab():
     assert set(tok(prompts).unique().tolist()) <= set(caption_vocab().tolist())
 
 
-def test_zero_shot_beats_chance_on_new_people(mc):
+@pytest.mark.parametrize("name", ["micro-clip", "micro-clip-hp"])
+def test_zero_shot_beats_chance_on_new_people(name):
+    m = load_backbone(name, "lab", text=True)
     frames, _, attrs = random_faces(100, seed=4242)  # people never seen in pretraining (seed 0)
-    emb = image_embeddings(mc, to_model_input(frames[:, 0], mc.preprocess_cfg))
+    emb = image_embeddings(m, to_model_input(frames[:, 0], m.preprocess_cfg))
     for fam in ("hair_colour", "skin_tone"):
-        r = zero_shot(mc, emb, attrs, fam)
-        assert r["balanced_acc"] > 1.5 * r["chance"], (fam, r["balanced_acc"])
+        r = zero_shot(m, emb, attrs, fam)
+        assert r["balanced_acc"] > 1.5 * r["chance"], (name, fam, r["balanced_acc"])
 
 
 def test_cls_attention_shape_and_hooks_removed(mc):
