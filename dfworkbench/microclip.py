@@ -23,17 +23,14 @@ from .lab import EYE_COLOURS, HAIR_COLOURS, SKIN_TONES, caption, random_faces
 from .metrics import auroc
 
 # %% auto #0
-__all__ = ['CHECKPOINT', 'TRAIT_PHRASES', 'CAPTION_FAMILIES', 'REGION_NAMES', 'DEGRADATIONS', 'PRETRAIN_RECIPES', 'ZS_FAMILIES',
-           'ZS_ASSERTED', 'HELDOUT_SUITES', 'checkpoint_path', 'microclip_tokenizer', 'caption_parts', 'compose',
-           'random_caption', 'family_caption', 'part_region', 'degrade', 'quality_phrase', 'degrade_region',
-           'clip_loss', 'same_captions', 'PretrainCfg', 'pretrain_data', 'lr_at', 'patch_dropout', 'pretrain',
-           'caption_vocab', 'state_for_saving', 'save_microclip', 'checkpoint_info', 'image_embeddings',
-           'text_embeddings', 'balanced_accuracy', 'scaled_logreg', 'zero_shot', 'attribute_probe', 'cls_attention',
-           'clip_features', 'fit_probe']
+__all__ = ['TRAIT_PHRASES', 'CAPTION_FAMILIES', 'REGION_NAMES', 'DEGRADATIONS', 'PRETRAIN_RECIPES', 'ZS_FAMILIES', 'ZS_ASSERTED',
+           'HELDOUT_SUITES', 'checkpoint_path', 'microclip_tokenizer', 'caption_parts', 'compose', 'random_caption',
+           'family_caption', 'part_region', 'degrade', 'quality_phrase', 'degrade_region', 'clip_loss', 'same_captions',
+           'PretrainCfg', 'pretrain_data', 'lr_at', 'patch_dropout', 'pretrain', 'caption_vocab', 'state_for_saving',
+           'save_microclip', 'checkpoint_info', 'image_embeddings', 'text_embeddings', 'balanced_accuracy',
+           'scaled_logreg', 'zero_shot', 'attribute_probe', 'cls_attention', 'clip_features', 'fit_probe']
 
 # %% ../nbs/05_microclip.ipynb #9316d602
-CHECKPOINT = BACKBONES["micro-clip"].tags["lab"]  # where the pretrained weights live, relative to data_dir()
-
 def checkpoint_path(backbone:str="micro-clip"):
     "Path of the shipped checkpoint (tag 'lab') of registered backbone `backbone` ('micro-clip', 'micro-clip-hp')."
     check(backbone in BACKBONES and "lab" in BACKBONES[backbone].tags, f"{backbone!r} has no shipped lab checkpoint: "
