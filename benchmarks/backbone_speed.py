@@ -3,7 +3,7 @@
 Speeds are reported as ratios against open_clip's `visual(x)` measured in the same process
 (interleaved, median of repeats), never as absolute thresholds.
 
-    python benchmarks/backbone_speed.py                  # fp32 CPU: ViT-B-16 and micro-clip, random weights
+    python benchmarks/backbone_speed.py                  # fp32 CPU: ViT-B-16, micro-clip and micro-clip-hp, random weights
     python benchmarks/backbone_speed.py --gpu            # bf16 autocast on CUDA: ViT-B-16 and ViT-L-14
     python benchmarks/backbone_speed.py --threads 1 --clock cpu      # steadier on a shared CPU (frames per CPU-second)
     python benchmarks/backbone_speed.py --models ViT-B-16 --batch 4 --repeats 5 --json out.json
@@ -54,7 +54,7 @@ def bench(name, device, batch, repeats, warmup, clock=time.perf_counter):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="CUDA with bf16 autocast (ViT-B-16 and ViT-L-14 by default)")
-    ap.add_argument("--models", nargs="+", default=None, help="backbone names (default: ViT-B-16 micro-clip on CPU)")
+    ap.add_argument("--models", nargs="+", default=None, help="backbone names (default: ViT-B-16 micro-clip micro-clip-hp on CPU)")
     ap.add_argument("--batch", type=int, default=None, help="frames per forward (default 8 CPU, 64 GPU)")
     ap.add_argument("--repeats", type=int, default=5, help="timed forwards per path (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed forwards per path first")
@@ -68,7 +68,7 @@ def main(argv=None):
     clock = time.process_time if a.clock == "cpu" else time.perf_counter
     device = "cuda" if a.gpu else "cpu"
     if a.threads: torch.set_num_threads(a.threads)
-    models = a.models or (["ViT-B-16", "ViT-L-14"] if a.gpu else ["ViT-B-16", "micro-clip"])
+    models = a.models or (["ViT-B-16", "ViT-L-14"] if a.gpu else ["ViT-B-16", "micro-clip", "micro-clip-hp"])
     batch = a.batch or (64 if a.gpu else 8)
     machine = (torch.cuda.get_device_name() if a.gpu else f"{platform.processor() or platform.machine()}, "
                f"{torch.get_num_threads()} threads, {os.cpu_count()} cores")

@@ -21,9 +21,10 @@ from fastcore.basics import patch
 from .core import DFWError, check, PreprocessCfg, OPENAI_MEAN, OPENAI_STD, data_dir, get_device
 
 # %% auto #0
-__all__ = ['ATTN_IMPLS', 'BLOCK_HOOKS', 'PICKLE_SUFFIXES', 'BACKBONES', 'MICROCLIP_CFG', 'HookPoint', 'BlockHooks', 'HookedViT',
-           'attn_impl_as', 'layer_norms', 'n_layernorm_params', 'expected_hook_names', 'LayerState', 'read_state_dict',
-           'load_weights', 'LocalBackbone', 'register_backbone', 'HighPassStem', 'highpass_stem', 'load_backbone']
+__all__ = ['ATTN_IMPLS', 'BLOCK_HOOKS', 'PICKLE_SUFFIXES', 'BACKBONES', 'MICROCLIP_CFG', 'LAB_BACKBONE', 'HookPoint',
+           'BlockHooks', 'HookedViT', 'attn_impl_as', 'layer_norms', 'n_layernorm_params', 'expected_hook_names',
+           'LayerState', 'read_state_dict', 'load_weights', 'LocalBackbone', 'register_backbone', 'HighPassStem',
+           'highpass_stem', 'load_backbone']
 
 # %% ../nbs/04_backbone.ipynb #8a6ef3b9
 class HookPoint(nn.Module):
@@ -428,6 +429,8 @@ def highpass_stem(visual:nn.Module) -> HighPassStem:
 register_backbone(LocalBackbone("micro-clip-hp", MICROCLIP_CFG, PreprocessCfg(64, OPENAI_MEAN, OPENAI_STD, "bicubic"),
                                 tags={"lab": "microclip/microclip_hp.safetensors"}, stem=highpass_stem,
                                 note="the micro-CLIP with a high-pass stem, pretrained on forgery-lab faces (05_microclip)"));
+
+LAB_BACKBONE = "micro-clip-hp"  # the lab's foundation model: the default backbone of every detector's presets
 
 
 # %% ../nbs/04_backbone.ipynb #f637fa40

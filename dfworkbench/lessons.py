@@ -646,15 +646,16 @@ FINDINGS = {   # lesson -> its one-line finding, filled in from the run's own re
     "04_backbone": "The hooked ViT matches open_clip (largest difference {backbone.parity_err_b16:.1g}); ViT-B/16 has {backbone.n_hooks_b16} hook points "
                    "and {backbone.ln_params_b16:,} LayerNorm parameters.",
     "05_microclip": "Zero-shot hair colour {microclip.zeroshot.hair_colour:.2f} (chance {microclip.zeroshot.hair_colour.chance:.2f}); a linear probe on "
-                    "its frozen features: {microclip.probe.in_domain.pretrained:.2f} in-domain, {microclip.probe.mean.pretrained:.2f} held-out "
-                    "(random weights {microclip.probe.mean.random:.2f}).",
+                    "the frozen features of micro-clip-hp, the lab's backbone: {microclip.probe.in_domain.hp_pretrained:.2f} in-domain, "
+                    "{microclip.probe.mean.hp_pretrained:.2f} held-out (random weights {microclip.probe.mean.hp_random:.2f}; the micro-CLIP "
+                    "without the stem {microclip.probe.mean.pretrained:.2f}).",
     "06_learner": "The learner reaches validation video AUROC {learner.best_valid_video_auroc:.2f} on its toy task; resuming is exact: {learner.resume_exact}.",
     "07_metrics": "Metrics checked on hand cases (EER {metrics.eer_hand_case:.2f}); toy validation video AUROC {metrics.toy_valid_video_auroc:.2f}.",
     "08_protocol": "Selection on validation picks epoch {protocol.toy_best_epoch}; that model's in-domain video AUROC {protocol.toy_in_domain_video_auroc:.2f}.",
-    "10_lntuning": "LN-tuning the micro-CLIP: video AUROC {lntuning.ln.microclip.in_domain_video_auroc:.2f} in-domain, "
+    "10_lntuning": "LN-tuning micro-clip-hp: video AUROC {lntuning.ln.microclip.in_domain_video_auroc:.2f} in-domain, "
                    "{lntuning.ln.microclip.heldout_video_auroc:.2f} held out; the linear probe {lntuning.linear_probe.microclip.in_domain_video_auroc:.2f} "
                    "and {lntuning.linear_probe.microclip.heldout_video_auroc:.2f}.",
-    "11_fcg": "FCG on the micro-CLIP: video AUROC {fcg.fcg.microclip.in_domain_video_auroc:.2f} in-domain, {fcg.fcg.microclip.heldout_video_auroc:.2f} held out; "
+    "11_fcg": "FCG on micro-clip-hp: video AUROC {fcg.fcg.microclip.in_domain_video_auroc:.2f} in-domain, {fcg.fcg.microclip.heldout_video_auroc:.2f} held out; "
               "its temporal module alone {fcg.temporal_only.microclip.in_domain_video_auroc:.2f} and {fcg.temporal_only.microclip.heldout_video_auroc:.2f}.",
     "12_infobottleneck": "The information-bottleneck detector: video AUROC {ib.full.in_domain_video_auroc:.2f} in-domain, {ib.full.heldout_video_auroc:.2f} "
                          "held out; its blocks' mean pairwise CKA {ib.full.mean_pairwise_cka:.2f} (without the local loss {ib.no_lil.mean_pairwise_cka:.2f}).",

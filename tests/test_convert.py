@@ -111,7 +111,7 @@ def test_weights_only_failure_names_the_file_and_the_way_out(tmp_path, capsys):
 def test_official_fcg_ckpt_converts_without_missing_or_unexpected_keys(tmp_path, capsys):
     from dfworkbench.methods.fcg import FCGConfig, FCGDetector
     torch.manual_seed(0)
-    src = FCGDetector(FCGConfig.from_preset("tiny", pretrained=None, query_init="zeros", w_fcg=0)).eval()
+    src = FCGDetector(FCGConfig.from_preset("tiny", backbone="micro-clip", pretrained=None, query_init="zeros", w_fcg=0)).eval()
     with torch.no_grad():
         for p in src.trainable_parameters(): p.add_(0.05 * torch.randn_like(p))
     torch.save({"state_dict": to_official_fcg(src), "hyper_parameters": {"num_frames": 4}}, tmp_path / "weights.ckpt")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfworkbench.backbone import LayerState, load_backbone
+from dfworkbench.backbone import LAB_BACKBONE, LayerState, load_backbone
 from dfworkbench.core import DFWError
 from dfworkbench.data import ClipBatch, ClipRecord, PARTS
 from dfworkbench.detector import load_detector
@@ -27,7 +27,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def micro():
-    return load_backbone("micro-clip", "lab")
+    return load_backbone(LAB_BACKBONE, "lab")
 
 
 def lab_batches(n=3, B=4, T=2, seed=0):
@@ -105,8 +105,8 @@ def test_prototypes_round_trip_and_refusals(micro, proto, tmp_path):
     assert proto.keys.shape == (4, 4, 192) and (proto.keys.norm(dim=-1) <= 1 + 1e-5).all()
     back = load_prototypes(proto.save(tmp_path / "p.safetensors"))
     assert torch.equal(back.keys, proto.keys) and (back.backbone, back.digest, back.frames) == (proto.backbone, proto.digest, proto.frames)
-    other = load_backbone("micro-clip", None)
-    with pytest.raises(DFWError, match="were made for backbone 'micro-clip'.*this detector's backbone is 'micro-clip'"):
+    other = load_backbone(LAB_BACKBONE, None)
+    with pytest.raises(DFWError, match=f"were made for backbone '{LAB_BACKBONE}'.*this detector's backbone is '{LAB_BACKBONE}'"):
         FCGDetector(FCGConfig.from_preset("tiny"), backbone=other, prototypes=proto)
     with pytest.raises(DFWError, match="no prototype file"):
         load_prototypes(tmp_path / "missing.safetensors")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfworkbench.backbone import load_backbone
+from dfworkbench.backbone import LAB_BACKBONE, load_backbone
 from dfworkbench.core import DFWError
 from dfworkbench.data import ClipBatch
 from dfworkbench.methods.infobottleneck import (IBConfig, IBDetector, IBHeads, AutoWeights, gil_loss, lil_loss, linear_cka,
@@ -17,7 +17,7 @@ from dfworkbench.methods.infobottleneck import (IBConfig, IBDetector, IBHeads, A
 @pytest.fixture(scope="module")
 def tower():
     torch.manual_seed(0)
-    return load_backbone("micro-clip", None)
+    return load_backbone(LAB_BACKBONE, None)
 
 
 def batch(B=2, T=2, res=64, seed=0):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, DFWError, check
-from ..backbone import HookedViT, LayerState, load_backbone
+from ..backbone import LAB_BACKBONE, HookedViT, LayerState, load_backbone
 from ..data import PARTS, ClipAugment, ClipCollate, augment_clip, frame_indices
 from ..detector import Detector, DetectorOutput, LossOutput, frozen_grad, register_detector
 from ..learner import LearnerConfig
@@ -272,7 +272,7 @@ QUERY_INITS = ("prototypes", "zeros")
 @dataclass
 class FCGConfig(Config):
     "The FCG detector and its training recipe."
-    backbone: str = "micro-clip"      # open_clip config or registered name
+    backbone: str = LAB_BACKBONE      # open_clip config or registered name
     pretrained: str|None = "lab"      # tag, weights file, or None for random initialisation
     T: int = 10                       # frames per clip; fixed once built (LayerNorm over T², Linear T² -> T)
     clip_seconds: float = 3.0         # the span the T frames are spread over (official: 10 frames over 3 s)
@@ -299,7 +299,7 @@ class FCGConfig(Config):
     augment: bool = False             # the reference's augmentation set (reference_augment)
     PRESETS: ClassVar[dict] = {
         "faithful": dict(backbone="ViT-L-14", pretrained="openai", T=10),
-        "tiny": dict(backbone="micro-clip", pretrained="lab", T=4, lr=3e-3, items=8, epochs=3, patience=None),
+        "tiny": dict(backbone=LAB_BACKBONE, pretrained="lab", T=4, lr=3e-3, items=8, epochs=3, patience=None),
     }
 
     def __post_init__(self):

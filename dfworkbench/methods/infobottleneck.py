@@ -15,7 +15,7 @@ from torch import nn
 from fastcore.basics import patch
 
 from ..core import Asset, AssetError, Config, DFWError, PreprocessCfg, check, register_asset, resolve_asset
-from ..backbone import HookedViT, load_backbone, read_state_dict
+from ..backbone import LAB_BACKBONE, HookedViT, load_backbone, read_state_dict
 from ..data import ClipAugment, ClipRecord, PARTS, augment_clip
 from ..detector import Detector, DetectorOutput, LossOutput, add_lora, copy_blocks, frozen_grad, mean_prob_logits, register_detector
 from ..learner import Callback, LearnerConfig
@@ -237,7 +237,7 @@ LR_SCHEDULES = ("cosine", "reference")
 class IBConfig(Config):
     "The information-bottleneck detector (Ba et al. 2024) and its training recipe."
     lib: str = "query"                # query (CLIP query-pooling blocks) | branch (copies of CLIP's last k blocks + LoRA) | resnet (reference)
-    backbone: str = "micro-clip"      # open_clip config or registered name; a torchvision ResNet for lib='resnet'
+    backbone: str = LAB_BACKBONE      # open_clip config or registered name; a torchvision ResNet for lib='resnet'
     pretrained: str|None = "lab"      # CLIP tag or weights file; 'imagenet' for lib='resnet'; None: random initialisation
     n_blocks: int = 4                 # n, the local information blocks (reference num_LIBs = 4)
     d: int = 512                      # width of each z_i and of G (reference: ResNet-34's 512); lib='resnet' takes the ResNet's
@@ -275,7 +275,7 @@ class IBConfig(Config):
         "faithful": dict(lib="resnet", backbone="resnet34", pretrained="imagenet", real_oversample=4, augment=True,
                          lr_schedule="reference"),
         "clip": dict(lib="query", backbone="ViT-L-14", pretrained="openai"),
-        "tiny": dict(lib="query", backbone="micro-clip", pretrained="lab", d=64, batch_size=32, epochs=6,
+        "tiny": dict(lib="query", backbone=LAB_BACKBONE, pretrained="lab", d=64, batch_size=32, epochs=6,
                      mixup_at="tokens", token_cache=8192),
     }
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Config, DFWError, check
-from ..backbone import HookedViT, layer_norms, load_backbone
+from ..backbone import LAB_BACKBONE, HookedViT, layer_norms, load_backbone
 from ..detector import Detector, DetectorOutput, LoRA, LossOutput, add_lora, mean_prob_logits, register_detector
 from ..learner import LearnerConfig
 
@@ -74,7 +74,7 @@ VARIANTS = ("linear_probe", "ln", "lora", "full")
 @dataclass
 class LNTuningConfig(Config):
     "The LN-tuning detector and its training recipe."
-    backbone: str = "micro-clip"      # open_clip config or registered name
+    backbone: str = LAB_BACKBONE      # open_clip config or registered name
     pretrained: str|None = "lab"      # tag, weights file, or None for random initialisation
     variant: str = "ln"               # linear_probe | ln | lora | full: what trains besides the head
     normalize: bool = True            # L2-normalise the feature before the head (LinearNorm)
@@ -96,7 +96,7 @@ class LNTuningConfig(Config):
     PRESETS: ClassVar[dict] = {
         "faithful": dict(backbone="ViT-L-14", pretrained="openai"),
         "unal": dict(backbone="ViT-L-14", pretrained="openai", w_align=0.1, w_unif=0.5),
-        "tiny": dict(backbone="micro-clip", pretrained="lab", lr=3e-2, lr_min=3e-3, batch_size=32, epochs=8),
+        "tiny": dict(backbone=LAB_BACKBONE, pretrained="lab", lr=3e-2, lr_min=3e-3, batch_size=32, epochs=8),
     }
 
     def __post_init__(self):
